@@ -1,0 +1,1 @@
+"""Typed configuration: schema (pydantic) and loaders (HCL, YAML)."""
