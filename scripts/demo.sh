@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The demo command of the README: set everything up, then show real flows from this machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+exec uv run --frozen python scripts/demo.py "$@"
