@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(clang llvm libbpf-dev libbpf1 bpftool iproute2 tshark iperf3 tcpdump libcap2-bin make gcc libc6-dev linux-libc-dev)
+APT_PACKAGES=(iputils-ping clang llvm libbpf-dev libbpf1 bpftool iproute2 tshark iperf3 tcpdump libcap2-bin make gcc libc6-dev linux-libc-dev)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

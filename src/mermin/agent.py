@@ -173,7 +173,7 @@ class Agent:
                 reports = self.table.flush(EndReason.FORCED_END) if self.table else []
                 flushed = len(reports)
                 self._deliver(reports)
-        except Exception:  # noqa: BLE001 - never let a flush failure skip the detach
+        except Exception:
             log.exception("final flush failed")
         for exporter in self.exporters:
             exporter.shutdown(max(0.1, deadline - time.monotonic()))
@@ -187,7 +187,7 @@ class Agent:
         for close in reversed(self._closers):
             try:
                 close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("cleanup step %s failed", getattr(close, "__qualname__", close))
         self._closers.clear()
 
@@ -249,7 +249,7 @@ class Agent:
             except MerminError as exc:
                 self.stats.poll_errors += 1
                 log.warning("poll failed: %s", exc)
-            except Exception:  # noqa: BLE001 - the loop must survive a bad batch
+            except Exception:
                 self.stats.poll_errors += 1
                 log.exception("poll failed")
             self.stats.polls += 1

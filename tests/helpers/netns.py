@@ -72,7 +72,7 @@ def run_in(
     *,
     check: bool = True,
     timeout: float = 60.0,
-    input: str | bytes | None = None,  # noqa: A002 - mirrors subprocess.run
+    input: str | bytes | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `cmd` inside namespace `ns` (None: the current one); text output captured.
 
@@ -111,9 +111,7 @@ def ip(*args: str, ns: str | None = None, check: bool = True) -> str:
     return proc.stdout
 
 
-def wait_for_port(
-    ns: str | None, port: int, *, proto: str = "tcp", timeout: float = 10.0
-) -> None:
+def wait_for_port(ns: str | None, port: int, *, proto: str = "tcp", timeout: float = 10.0) -> None:
     """Wait until something listens on `port` (tcp or udp) inside `ns` (uses `ss`)."""
     flag = "-ltnH" if proto == "tcp" else "-lunH"
     deadline = time.monotonic() + timeout
