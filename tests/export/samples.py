@@ -14,8 +14,10 @@ _PODS = ["frontend", "cart", "checkout", "redis", "coredns", "api", "worker"]
 
 
 def _k8s(rng: random.Random, i: int) -> dict[str, str]:
-    pod = rng.choice(_PODS)
-    ns = rng.choice(_NS)
+    """Metadata of one of ~300 pods (a node's worth): it repeats across flows, as in life."""
+    i = rng.randrange(300)
+    pod = _PODS[i % len(_PODS)]
+    ns = _NS[i % len(_NS)]
     return {
         "pod.name": f"{pod}-7d9f8b6c5-{i % 1000:03d}x",
         "pod.uid": f"2f6b1c3e-0000-4000-8000-{i:012x}",
@@ -45,8 +47,8 @@ def tcp_report(i: int = 0, rng: random.Random | None = None, *, k8s: bool = True
         end_reason=EndReason.ACTIVE_TIMEOUT,
         ip_version=4,
         protocol=6,
-        src_addr=f"10.244.{rng.randrange(256)}.{rng.randrange(1, 255)}",
-        dst_addr=f"10.96.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+        src_addr=f"10.244.{rng.randrange(4)}.{rng.randrange(1, 255)}",
+        dst_addr=f"10.96.{rng.randrange(8)}.{rng.randrange(1, 255)}",
         src_port=rng.randrange(32768, 61000),
         dst_port=rng.choice([80, 443, 6379, 8080, 53]),
         packets_delta=rng.randrange(1, 5000),

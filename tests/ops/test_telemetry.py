@@ -276,3 +276,22 @@ def test_setup_logging_json_and_text():
             root.removeHandler(handler)
         root.propagate = True
         root.setLevel(logging.NOTSET)
+
+
+def test_documented_labels_match_registry():
+    rows = re.findall(r"^\| `(mermin_[a-z0-9_]+)` \| \w+ \| ([^|]+) \|",
+                      OPERATIONS.read_text(), re.M)
+    doc_labels = {name: set() if cell.strip() == "—" else {x.strip() for x in cell.split(",")}
+                  for name, cell in rows}
+    actual: dict[str, set[str]] = {}
+    for obj in vars(metrics).values():
+        if hasattr(obj, "_labelnames") and hasattr(obj, "_name"):
+            suffix = "_total" if obj._type == "counter" else ""
+            actual[obj._name + suffix] = set(obj._labelnames)
+    metrics.KERNEL_COUNTERS.set_source(lambda: {})
+    try:
+        for family in metrics.KERNEL_COUNTERS.collect():
+            actual[family.name + "_total"] = {k for s in family.samples for k in s.labels}
+    finally:
+        metrics.KERNEL_COUNTERS.set_source(None)
+    assert doc_labels == actual

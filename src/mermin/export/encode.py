@@ -52,13 +52,18 @@ _FIXED2 = struct.Struct("<BQBQ").pack
 
 def varint(v: int) -> bytes:
     """Protobuf base-128 varint of a non-negative int (negative int64 as two's complement)."""
-    if v < 0x80:
-        if v < 0:
-            v += 1 << 64
-        else:
-            return _SMALL[v]
     if v < 0x4000:
-        return _TWO[v - 128]
+        if v >= 0x80:
+            return _TWO[v - 128]
+        if v >= 0:
+            return _SMALL[v]
+        v += 1 << 64
+    if v < 0x200000:
+        return bytes(((v & 0x7F) | 0x80, ((v >> 7) & 0x7F) | 0x80, v >> 14))
+    if v < 0x10000000:
+        return bytes(
+            ((v & 0x7F) | 0x80, ((v >> 7) & 0x7F) | 0x80, ((v >> 14) & 0x7F) | 0x80, v >> 21)
+        )
     out = bytearray()
     while v > 0x7F:
         out.append((v & 0x7F) | 0x80)
@@ -119,17 +124,24 @@ class _IntKey:
 class _StrKey:
     """A string attribute with a bounded cache of finished encodings per value."""
 
-    __slots__ = ("cache", "key", "limit")
+    __slots__ = ("cache", "key", "limit", "prefixes")
 
     def __init__(self, key: str, limit: int = _CACHE_LIMIT) -> None:
         self.key = key
         self.cache: dict[str, bytes] = {}
         self.limit = limit
+        kb = _ld(0x0A, key.encode())
+        # prefixes[n]: everything before a value of n bytes, while every length fits one byte
+        self.prefixes = [
+            bytes((0x4A, len(kb) + 4 + n)) + kb + bytes((0x12, n + 2, 0x0A, n))
+            for n in range(max(0, 124 - len(kb)))
+        ]
 
     def __call__(self, v: str) -> bytes:
         c = self.cache.get(v)
         if c is None:
-            c = _attr(self.key, v)
+            vb = v.encode()
+            c = self.prefixes[len(vb)] + vb if len(vb) < len(self.prefixes) else _attr(self.key, v)
             if self.limit:
                 if len(self.cache) >= self.limit:
                     self.cache.clear()
