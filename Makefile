@@ -20,3 +20,11 @@ build:
 
 clean:
 	rm -rf build
+
+# mermin replay's C loops (src/mermin/replay/_fastrun.c), loaded with ctypes.
+.PHONY: replay
+replay: build/libmermin_replay.so
+
+build/libmermin_replay.so: src/mermin/replay/_fastrun.c | build
+	$(CC) -O2 -g -Wall -Werror -shared -fPIC $< -o $@
+bpf: replay  # setup.sh runs `make bpf`: build the replay helper with it

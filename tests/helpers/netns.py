@@ -294,6 +294,10 @@ class Topology:
         ip("link", "set", name, "up", ns=ns)
         return name
 
+    def link_set(self, link: str, *args: str, ns: str | None = None) -> None:
+        """`ip link set dev LINK ARGS...` (e.g. "mtu", "1400" or "gso_max_segs", "1")."""
+        ip("link", "set", "dev", link, *args, ns=ns)
+
     def enslave(self, link: str, bridge: str, *, ns: str | None = None) -> None:
         """Attach `link` to `bridge` (both in `ns`)."""
         ip("link", "set", link, "master", bridge, ns=ns)

@@ -18,7 +18,7 @@ from mermin.errors import MerminError
 from mermin.telemetry import metrics
 from mermin.telemetry.health import HealthServer
 from mermin.telemetry.logging import RateLimitedLogger, log_every, setup_logging
-from mermin.telemetry.server import MetricsServer, start_metrics_server
+from mermin.telemetry.server import MetricsServer, serve_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATIONS = REPO / "docs" / "operations.md"
@@ -119,11 +119,23 @@ def test_summary_debug_and_unknown_routes(metrics_server):
     assert _get(f"http://127.0.0.1:{metrics_server.port}/nope")[0] == 404
 
 
-def test_start_metrics_server_disabled_and_port_in_use(metrics_server):
-    assert start_metrics_server(MetricsConfig(enabled=False)) is None
+def test_serve_metrics_disabled_and_port_in_use(metrics_server):
+    assert serve_metrics(MetricsConfig(enabled=False)) is None
+    assert metrics.start_metrics_server(MetricsConfig(enabled=False)) is None
     busy = MetricsConfig(listen_address="127.0.0.1", port=metrics_server.port)
-    with pytest.raises(MerminError, match="cannot serve metrics on 127.0.0.1"):
-        start_metrics_server(busy)
+    with pytest.raises(MerminError, match=r"cannot serve metrics on 127\.0\.0\.1"):
+        serve_metrics(busy)
+
+
+def test_start_metrics_server_wires_kernel_counters():
+    cfg = MetricsConfig(listen_address="127.0.0.1", port=0)
+    stop = metrics.start_metrics_server(cfg, kernel_counters=lambda: {"map_full": 9})
+    assert stop is not None
+    try:
+        assert metrics.REGISTRY.get_sample_value("mermin_ebpf_map_full_total") == 9.0
+    finally:
+        stop()
+    assert metrics.REGISTRY.get_sample_value("mermin_ebpf_map_full_total") is None
 
 
 def test_map_gauges_and_histogram_buckets_from_config():
@@ -215,6 +227,20 @@ def test_health_codes_follow_checks(health):
     assert _get(base + "/livez")[0] == 503
 
 
+def test_health_startup_callable():
+    done = {"v": False}
+    server = HealthServer(ServerConfig(listen_address="127.0.0.1", port=0), {},
+                          startup=lambda: done["v"])
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert _get(base + "/startup")[0] == 503 and _get(base + "/readyz")[0] == 503
+        done["v"] = True
+        assert _get(base + "/startup")[0] == 200 and _get(base + "/readyz")[0] == 200
+    finally:
+        server.stop()
+
+
 def test_health_disabled_does_not_bind():
     server = HealthServer(ServerConfig(enabled=False, port=0), {})
     server.start()
@@ -295,3 +321,36 @@ def test_documented_labels_match_registry():
     finally:
         metrics.KERNEL_COUNTERS.set_source(None)
     assert doc_labels == actual
+
+
+@pytest.mark.privileged
+def test_kernel_counters_from_a_real_datapath(require_root, bpf_object, metrics_server):
+    """Packets run through the real program show up in the scrape (per-CPU sums)."""
+    import struct
+
+    from mermin.datapath import libbpf
+    from mermin.datapath.loader import Datapath, DatapathSettings
+
+    def frame(ethertype: int, payload: bytes) -> bytes:
+        return b"\x02" * 6 + b"\x04" * 6 + struct.pack("!H", ethertype) + payload
+
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 1, 0, 64, 17, 0,
+                     bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    udp = struct.pack("!HHHH", 40000, 53, 8, 0)
+    with Datapath.load(bpf_object, DatapathSettings(pin=False, flows_capacity=1024)) as dp:
+        fd = dp.program_fd("mermin_ingress")
+        libbpf.prog_test_run(fd, frame(0x0800, ip + udp), repeat=3)
+        libbpf.prog_test_run(fd, frame(0x0806, b"\x00" * 28))  # ARP: unparsed ethertype
+        stop = metrics.start_metrics_server(
+            MetricsConfig(listen_address="127.0.0.1", port=0), kernel_counters=dp.counters)
+        try:
+            status, body = _get(f"http://127.0.0.1:{metrics_server.port}/metrics")
+        finally:
+            stop()
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    packets = {s.labels["result"]: s.value for s in families["mermin_ebpf_packets"].samples}
+    assert packets["seen"] == 4.0 and packets["counted"] == 3.0
+    unparsed = {s.labels["reason"]: s.value
+                for s in families["mermin_ebpf_unparsed_packets"].samples}
+    assert unparsed["ethertype"] == 1.0

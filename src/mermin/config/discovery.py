@@ -26,6 +26,7 @@ from mermin.interfaces.patterns import DEFAULT_INTERFACE_PATTERNS, check_pattern
 
 __all__ = ["DEFAULT_INTERFACE_PATTERNS", "InstrumentConfig"]
 
+
 class InstrumentConfig(StrictModel):
     """Interface discovery and attachment settings (`discovery "instrument"`)."""
 

@@ -97,7 +97,7 @@ def _wildcard_network(text: str) -> IPNetwork | None:
         if not part.isdigit() or int(part) > 255:
             return None
         octets.append(part)
-    if any(p != "*" for p in parts[len(octets):]):
+    if any(p != "*" for p in parts[len(octets) :]):
         return None  # "10.*.3" : a wildcard must be trailing
     prefix = 8 * len(octets)
     address = ".".join(octets + ["0"] * (4 - len(octets)))
@@ -137,6 +137,7 @@ class _Pair(StrictModel):
     """`{ match = [...], not_match = [...] }` for one attribute."""
 
     kind: ClassVar[str] = "glob values"
+    hcl_inline: ClassVar[bool] = True  # written `{ match = [], not_match = [] }` on one line
     match: FilterValues = Field(
         default_factory=list, description="Keep only values matching one of these (empty: all)."
     )
@@ -220,7 +221,7 @@ class EndpointFilter(StrictModel):
     port: PortFilter = Field(
         default_factory=PortFilter,
         description=(
-            "Ports and inclusive ranges (`443`, `\"8000-9000\"`). Flows without ports (ICMP, "
+            'Ports and inclusive ranges (`443`, `"8000-9000"`). Flows without ports (ICMP, '
             "...) have port 0, as in the original."
         ),
     )
@@ -271,8 +272,7 @@ class FlowAttributeFilter(StrictModel):
     )
     ip_dscp_name: GlobFilter = Field(
         default_factory=GlobFilter,
-        description="DSCP (source->destination) name or decimal globs: `ef`, `af2?`, `cs0`, "
-        "`46`.",
+        description="DSCP (source->destination) name or decimal globs: `ef`, `af2?`, `cs0`, `46`.",
     )
     ip_ecn_name: GlobFilter = Field(
         default_factory=GlobFilter,

@@ -60,7 +60,7 @@ def read_hcl(text: str, name: str, environ: Mapping[str, str] | None = None) -> 
         tree = parses_to_tree(text)
     except UnexpectedInput as exc:
         raise ConfigError(f"{name}:{_syntax_message(exc, text)}") from None
-    except Exception as exc:  # noqa: BLE001 - any parser failure is the user's file
+    except Exception as exc:  # any parser failure is about the user's file
         raise ConfigError(f"{name}: syntax error: {exc}".splitlines()[0]) from None
     walker = _Walker(os.environ if environ is None else environ)
     try:
@@ -81,7 +81,7 @@ def _syntax_message(exc: UnexpectedInput, text: str) -> str:
             what = "unexpected end of line"
         else:
             what = f"unexpected {str(token).strip()!r}"
-        expected = sorted(_friendly_terminal(t) for t in exc.expected)[:6]
+        expected = sorted({_TERMINALS[t] for t in exc.expected if t in _TERMINALS})[:6]
         if expected:
             what += "; expected " + " or ".join(expected)
     elif isinstance(exc, UnexpectedCharacters):
@@ -100,10 +100,6 @@ _TERMINALS = {
     "NAME": "a name", "NL_OR_COMMENT": "a new line", "INT_LITERAL": "a number",
     "FLOAT_LITERAL": "a number", "STRING_CHARS": "text",
 }  # fmt: skip
-
-
-def _friendly_terminal(name: str) -> str:
-    return _TERMINALS.get(name, name.lower())
 
 
 def _line(node: Tree | Token) -> int:
@@ -141,7 +137,9 @@ class _Walker:
         line = _line(node)
         if key in out:
             first = self.lines.get((*path, key), 0)
-            raise _Problem(line, f"{_dotted((*path, key))}: duplicate key (first set at line {first})")
+            raise _Problem(
+                line, f"{_dotted((*path, key))}: duplicate key (first set at line {first})"
+            )
         self.lines[(*path, key)] = line
         out[key] = self.value(value_node, (*path, key))
 
@@ -253,7 +251,9 @@ class _Walker:
             here = (*path, key)
             if key in out:
                 first = self.lines.get(here, 0)
-                raise _Problem(_line(elem), f"{_dotted(here)}: duplicate key (first at line {first})")
+                raise _Problem(
+                    _line(elem), f"{_dotted(here)}: duplicate key (first at line {first})"
+                )
             self.lines[here] = _line(elem)
             out[key] = self.value(value_node, here)
         return out
@@ -319,12 +319,15 @@ class _Walker:
             elif piece.data == "interpolation":
                 value = self.value(_trees(piece)[0], path)
                 if value is None or isinstance(value, list | dict):
-                    raise _Problem(_line(piece), f"{_dotted(path)}: only scalar values can be "
-                                   "interpolated into a string")
+                    raise _Problem(
+                        _line(piece),
+                        f"{_dotted(path)}: only scalar values can be interpolated into a string",
+                    )
                 out.append(_interpolated(value))
             else:
                 raise _Problem(
-                    _line(piece), f"{_dotted(path)}: template directives (%{{...}}) are not supported"
+                    _line(piece),
+                    f"{_dotted(path)}: template directives (%{{...}}) are not supported",
                 )
         return "".join(out)
 
@@ -340,7 +343,9 @@ class _Walker:
             cut = min(indents, default=0)
             body = "".join(x[cut:] for x in lines)
         if "${" in body.replace("$${", ""):
-            raise _Problem(_line(node), f"{_dotted(path)}: interpolation in heredocs is not supported")
+            raise _Problem(
+                _line(node), f"{_dotted(path)}: interpolation in heredocs is not supported"
+            )
         return body.replace("$${", "${")
 
 

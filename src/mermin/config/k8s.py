@@ -7,7 +7,9 @@ HCL shape (keys and defaults follow the original Mermin, inventory §4-§5.7):
       informers_sync_timeout = "30s"
       selectors       = [{ kind = "Pod", namespaces = ["prod"], match_labels = { app = "x" } }]
       owner_relations = { max_depth = 5, include_kinds = [], exclude_kinds = [] }
-      selector_relations = [{ kind = "Service", to = "Pod", selector_match_labels_field = "spec.selector" }]
+      selector_relations = [
+        { kind = "Service", to = "Pod", selector_match_labels_field = "spec.selector" },
+      ]
       deleted_pod_grace = "30s"        # new: deleted pods keep their name this long
       static_inventory  = ""           # new: IP/CIDR -> attributes file for non-Kubernetes hosts
     }
@@ -396,8 +398,10 @@ class AttributesConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _partial(cls, value: Any) -> Any:
-        # a block written in the file replaces the defaults: missing directions are off
-        if isinstance(value, dict):
+        # a direction written in the file replaces the defaults: the other one is off.
+        # An empty mapping (what `AttributesConfig()` also receives) keeps the defaults; the
+        # config loader passes {"source": None, "destination": None} for `attributes {}`.
+        if isinstance(value, dict) and value:
             value = dict(value)
             for direction in ("source", "destination"):
                 value.setdefault(direction, None)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mermin import __version__
@@ -64,6 +64,11 @@ def varint(v: int) -> bytes:
         return bytes(
             ((v & 0x7F) | 0x80, ((v >> 7) & 0x7F) | 0x80, ((v >> 14) & 0x7F) | 0x80, v >> 21)
         )
+    if v < 0x800000000:
+        return bytes(
+            ((v & 0x7F) | 0x80, ((v >> 7) & 0x7F) | 0x80, ((v >> 14) & 0x7F) | 0x80,
+             ((v >> 21) & 0x7F) | 0x80, v >> 28)
+        )  # fmt: skip
     out = bytearray()
     while v > 0x7F:
         out.append((v & 0x7F) | 0x80)
@@ -153,16 +158,21 @@ def _flags(prefix: str, bits: int) -> bytes:
     return _attr(prefix + "bits", bits) + _attr(prefix + "tags", names.tcp_flag_tags(bits))
 
 
-def _dscp(prefix: str, dscp: int) -> bytes:
-    return _attr(prefix + "id", dscp) + _attr(prefix + "name", names.dscp_name(dscp))
+def _ip_dir(prefix: str, dscp: int | None, ecn: int | None, ttl: int | None, label: int | None
+            ) -> bytes:  # fmt: skip
+    out = b""
+    if dscp is not None:
+        out += _attr(prefix + "dscp.id", dscp) + _attr(prefix + "dscp.name", names.dscp_name(dscp))
+    if ecn is not None:
+        out += _attr(prefix + "ecn.id", ecn) + _attr(prefix + "ecn.name", names.ecn_name(ecn))
+    if ttl is not None:
+        out += _attr(prefix + "ttl", ttl)
+    if label is not None:
+        out += _attr(prefix + "flow_label", label)
+    return out
 
 
-def _ecn(prefix: str, ecn: int) -> bytes:
-    return _attr(prefix + "id", ecn) + _attr(prefix + "name", names.ecn_name(ecn))
-
-
-def _icmp(prefix: str, v: tuple[bool, int, int]) -> bytes:
-    v6, itype, code = v
+def _icmp(prefix: str, v6: bool, itype: int, code: int) -> bytes:
     return (
         _attr(prefix + "type.id", itype)
         + _attr(prefix + "type.name", names.icmp_type_name(itype, v6))
@@ -171,15 +181,43 @@ def _icmp(prefix: str, v: tuple[bool, int, int]) -> bytes:
     )
 
 
-def _keys(*names_: str, kind: type) -> dict[str, Any]:
-    return {n: kind(n) for n in names_}
+def _times(r: FlowReport) -> bytes:
+    """Start and end fields when one is 0: proto3 leaves a zero scalar out."""
+    return (struct.pack("<BQ", 0x39, r.start_ns) if r.start_ns else b"") + (
+        struct.pack("<BQ", 0x41, r.end_ns) if r.end_ns else b""
+    )
+
+
+class _Bounded(dict):  # type: ignore[type-arg]
+    """A dict used as a cache: cleared whole when it reaches its limit (cheap, bounded)."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int = _CACHE_LIMIT) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key: Any, value: bytes) -> bytes:
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value
+
+
+_COUNTERS = (
+    "flow.bytes.delta", "flow.bytes.total", "flow.packets.delta", "flow.packets.total",
+    "flow.reverse.bytes.delta", "flow.reverse.bytes.total", "flow.reverse.packets.delta",
+    "flow.reverse.packets.total",
+)  # fmt: skip
 
 
 class SpanEncoder:
     """Encodes FlowReports as OTLP spans under one resource and scope.
 
     Keeps caches between calls, so one instance per exporter worker (not thread-safe: the
-    exporter encodes on its single worker thread).
+    exporter encodes on its single worker thread). Attributes that travel together and take
+    few distinct values (name/kind/direction/end reason, interface, TCP flags and state, IP
+    header facts, ICMP, one endpoint's Kubernetes metadata) are cached as one finished chunk.
     """
 
     def __init__(
@@ -187,6 +225,7 @@ class SpanEncoder:
         resource: Mapping[str, Any],
         scope_name: str = SCOPE_NAME,
         scope_version: str = __version__,
+        cache_limit: int = _CACHE_LIMIT,
     ) -> None:
         self.resource = dict(resource)
         res = b"".join(_ld(0x0A, encode_key_value(k, v)) for k, v in self.resource.items())
@@ -195,27 +234,21 @@ class SpanEncoder:
             _ld(0x12, scope_version.encode()) if scope_version else b""
         )
         self._scope_field = _ld(0x0A, scope)  # ScopeSpans.scope
-        self._heads: dict[tuple[int, int, int], bytes] = {}
-        self._k8s: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
-        self._lists: dict[tuple[str, tuple[str, ...]], bytes] = {}
-        self._misc: dict[tuple[str, Any], bytes] = {}
-        s = self._s = _keys(
-            "flow.community_id", "flow.direction", "flow.end_reason", "network.type",
-            "network.transport", "source.address", "destination.address",
-            "network.interface.name", "flow.connection.state", "tunnel.type",
-            "tunnel.source.address", "tunnel.destination.address", "tunnel.network.type",
-            "tunnel.network.transport", "process.executable.name", kind=_StrKey,
-        )  # fmt: skip
-        s["flow.community_id"].limit = 0  # unique per flow: caching would only churn
-        self._i = _keys(
-            "source.port", "destination.port", "flow.bytes.delta", "flow.bytes.total",
-            "flow.packets.delta", "flow.packets.total", "flow.reverse.bytes.delta",
-            "flow.reverse.bytes.total", "flow.reverse.packets.delta",
-            "flow.reverse.packets.total", "network.interface.index", "network.vlan.id",
-            "flow.tcp.handshake.latency", "flow.tcp.retransmits",
-            "flow.reverse.tcp.retransmits", "tunnel.id", "tunnel.source.port",
-            "tunnel.destination.port", "process.pid", kind=_IntKey,
-        )  # fmt: skip
+        self._heads = _Bounded(cache_limit)
+        self._chunks = _Bounded(cache_limit)
+        self._src_addr = _StrKey("source.address", cache_limit)
+        self._dst_addr = _StrKey("destination.address", cache_limit)
+        self._community = _StrKey("flow.community_id", limit=0).prefixes
+        self._src_port: list[bytes | None] = [None] * 65536  # finished attribute per port
+        self._dst_port: list[bytes | None] = [None] * 65536
+        self._counters = [_IntKey(k).prefixes for k in _COUNTERS]
+        self._ints = {
+            k: _IntKey(k)
+            for k in (
+                "flow.tcp.handshake.latency", "flow.tcp.retransmits",
+                "flow.reverse.tcp.retransmits", "network.vlan.id", "process.pid",
+            )
+        }  # fmt: skip
 
     # -- request framing -------------------------------------------------------------------
 
@@ -233,64 +266,65 @@ class SpanEncoder:
         return b"\x0a" + varint(len(rs)) + rs
 
     def encode_span(self, r: FlowReport) -> bytes:
-        """One Span message (without its enclosing field tag)."""
-        head = self._heads.get((r.ip_version, r.protocol, r.kind))
-        if head is None:
-            head = _ld(0x2A, r.name.encode()) + b"\x30" + varint(int(r.kind))
-            self._heads[(r.ip_version, r.protocol, r.kind)] = head
+        """One Span message (without its enclosing field tag); attributes in the order of
+        FlowReport.attributes()."""
+        V = varint
+        hk = (r.ip_version, r.protocol, r.kind, r.direction, r.end_reason)
+        hc = self._heads.get(hk)
+        if hc is None:
+            hc = self._heads.put(hk, self._head(r))
+        head, common = hc[0], hc[1]
+        cid = r.community_id.encode()
+        p = self._community
+        cid = p[len(cid)] + cid if len(cid) < len(p) else _attr("flow.community_id", r.community_id)
         parts = [
             b"\x0a\x10",
             r.trace_id,
             b"\x12\x08",
             r.span_id,
             head,
-            _FIXED2(0x39, r.start_ns, 0x41, r.end_ns),
+            _FIXED2(0x39, r.start_ns, 0x41, r.end_ns) if r.start_ns and r.end_ns else _times(r),
+            cid,
+            common[0],  # direction, end reason, network type, transport
+            self._src_addr(r.src_addr),
+            self._dst_addr(r.dst_addr),
         ]
-        self._attributes(r, parts)
-        return b"".join(parts)
-
-    # -- attributes, in FlowReport.attributes() order ------------------------------------------
-
-    def _attributes(self, r: FlowReport, p: list[bytes]) -> None:
-        s, i, a = self._s, self._i, p.append
-        a(s["flow.community_id"](r.community_id))
-        a(s["flow.direction"](r.direction))
-        a(s["flow.end_reason"](r.end_reason))
-        a(s["network.type"](r.network_type))
-        a(s["network.transport"](r.transport))
-        a(s["source.address"](r.src_addr))
-        a(s["destination.address"](r.dst_addr))
-        if r.src_port is not None:
-            a(i["source.port"](r.src_port))
-        if r.dst_port is not None:
-            a(i["destination.port"](r.dst_port))
-        a(i["flow.bytes.delta"](r.bytes_delta))
-        a(i["flow.bytes.total"](r.bytes_total))
-        a(i["flow.packets.delta"](r.packets_delta))
-        a(i["flow.packets.total"](r.packets_total))
-        a(i["flow.reverse.bytes.delta"](r.rev_bytes_delta))
-        a(i["flow.reverse.bytes.total"](r.rev_bytes_total))
-        a(i["flow.reverse.packets.delta"](r.rev_packets_delta))
-        a(i["flow.reverse.packets.total"](r.rev_packets_total))
-        if r.iface_name is not None:
-            a(s["network.interface.name"](r.iface_name))
-        if r.iface_index is not None:
-            a(i["network.interface.index"](r.iface_index))
-        if r.vlan_id:
-            a(i["network.vlan.id"](r.vlan_id))
+        a = parts.append
+        port = r.src_port
+        if port is not None:
+            a(self._src_port[port] or self._port(self._src_port, "source.port", port))
+        port = r.dst_port
+        if port is not None:
+            a(self._dst_port[port] or self._port(self._dst_port, "destination.port", port))
+        c = self._counters
+        for pre, v in zip(
+            c,
+            (r.bytes_delta, r.bytes_total, r.packets_delta, r.packets_total, r.rev_bytes_delta,
+             r.rev_bytes_total, r.rev_packets_delta, r.rev_packets_total),
+            strict=True,
+        ):  # fmt: skip
+            vb = V(v)
+            a(pre[len(vb)])
+            a(vb)
+        chunks = self._chunks
+        if r.iface_name is not None or r.iface_index is not None or r.vlan_id:
+            a(self._iface(r))
         if r.tcp_flags is not None or r.rev_tcp_flags is not None or r.tcp_state is not None:
-            self._tcp(r, a)
+            k = ("tcp", r.tcp_flags, r.rev_tcp_flags, r.tcp_state)
+            a(chunks.get(k) or chunks.put(k, self._tcp(r)))
+        ints = self._ints
         if r.handshake_latency_ns is not None:
-            a(i["flow.tcp.handshake.latency"](r.handshake_latency_ns))
+            a(ints["flow.tcp.handshake.latency"](r.handshake_latency_ns))
         if r.retransmits is not None:
-            a(i["flow.tcp.retransmits"](r.retransmits))
+            a(ints["flow.tcp.retransmits"](r.retransmits))
         if r.rev_retransmits is not None:
-            a(i["flow.reverse.tcp.retransmits"](r.rev_retransmits))
-        self._ip(r, a)
+            a(ints["flow.reverse.tcp.retransmits"](r.rev_retransmits))
+        a(self._ip(r))
         if r.icmp_type is not None or r.rev_icmp_type is not None:
-            self._icmp(r, a)
+            k = ("icmp", r.ip_version, r.icmp_type, r.icmp_code, r.rev_icmp_type, r.rev_icmp_code)
+            a(chunks.get(k) or chunks.put(k, self._icmp(r)))
         if r.spi is not None or r.rev_spi is not None or r.tunnel_type is not None:
-            self._tunnel(r, a)
+            a(self._tunnel(r))
         if r.src_k8s:
             a(self._k8s_block("source.k8s.", r.src_k8s))
         if r.dst_k8s:
@@ -300,57 +334,84 @@ class SpanEncoder:
         if r.policies_egress:
             a(self._list("network.policies.egress", r.policies_egress))
         if r.process_pid is not None:
-            a(i["process.pid"](r.process_pid))
+            a(ints["process.pid"](r.process_pid))
         if r.process_name is not None:
-            a(s["process.executable.name"](r.process_name))
+            a(_attr("process.executable.name", r.process_name))
+        return b"".join(parts)
 
-    def _cached(self, key: str, value: Any, build: Callable[[str, Any], bytes]) -> bytes:
-        """`build(key, value)` for a low-cardinality attribute group, cached by (key, value)."""
-        k = (key, value)
-        c = self._misc.get(k)
-        if c is None:
-            if len(self._misc) >= _CACHE_LIMIT:
-                self._misc.clear()
-            c = self._misc[k] = build(key, value)
+    # -- cached chunks -------------------------------------------------------------------------
+
+    @staticmethod
+    def _port(table: list[bytes | None], key: str, port: int) -> bytes:
+        c = _attr(key, port)
+        if 0 <= port < len(table):
+            table[port] = c
         return c
 
-    def _tcp(self, r: FlowReport, a: Any) -> None:
-        c = self._cached
+    @staticmethod
+    def _head(r: FlowReport) -> tuple[bytes, tuple[bytes]]:
+        """(name + kind fields, the four low-cardinality string attributes after the id)."""
+        head = _ld(0x2A, r.name.encode()) + b"\x30" + varint(int(r.kind))
+        common = (
+            _attr("flow.direction", r.direction)
+            + _attr("flow.end_reason", r.end_reason)
+            + _attr("network.type", r.network_type)
+            + _attr("network.transport", r.transport)
+        )
+        return head, (common,)
+
+    def _iface(self, r: FlowReport) -> bytes:
+        k = ("if", r.iface_name, r.iface_index, r.vlan_id)
+        c = self._chunks.get(k)
+        if c is None:
+            c = b""
+            if r.iface_name is not None:
+                c += _attr("network.interface.name", r.iface_name)
+            if r.iface_index is not None:
+                c += _attr("network.interface.index", r.iface_index)
+            if r.vlan_id:
+                c += _attr("network.vlan.id", r.vlan_id)
+            self._chunks.put(k, c)
+        return c
+
+    @staticmethod
+    def _tcp(r: FlowReport) -> bytes:
+        c = b""
         if r.tcp_flags is not None:
-            a(c("flow.tcp.flags.", r.tcp_flags, _flags))
+            c += _flags("flow.tcp.flags.", r.tcp_flags)
         if r.rev_tcp_flags is not None:
-            a(c("flow.reverse.tcp.flags.", r.rev_tcp_flags, _flags))
+            c += _flags("flow.reverse.tcp.flags.", r.rev_tcp_flags)
         if r.tcp_state is not None:
-            a(self._s["flow.connection.state"](r.tcp_state))
+            c += _attr("flow.connection.state", r.tcp_state)
+        return c
 
-    def _ip(self, r: FlowReport, a: Any) -> None:
-        c = self._cached
-        if r.dscp is not None:
-            a(c("flow.ip.dscp.", r.dscp, _dscp))
-        if r.ecn is not None:
-            a(c("flow.ip.ecn.", r.ecn, _ecn))
-        if r.ttl is not None:
-            a(c("flow.ip.ttl", r.ttl, _attr))
-        if r.flow_label is not None and r.ip_version == 6:
-            a(_attr("flow.ip.flow_label", r.flow_label))
-        if r.rev_dscp is not None:
-            a(c("flow.reverse.ip.dscp.", r.rev_dscp, _dscp))
-        if r.rev_ecn is not None:
-            a(c("flow.reverse.ip.ecn.", r.rev_ecn, _ecn))
-        if r.rev_ttl is not None:
-            a(c("flow.reverse.ip.ttl", r.rev_ttl, _attr))
-        if r.rev_flow_label is not None and r.ip_version == 6:
-            a(_attr("flow.reverse.ip.flow_label", r.rev_flow_label))
-
-    def _icmp(self, r: FlowReport, a: Any) -> None:
-        c = self._cached
+    def _ip(self, r: FlowReport) -> bytes:
         v6 = r.ip_version == 6
-        if r.icmp_type is not None:
-            a(c("flow.icmp.", (v6, r.icmp_type, r.icmp_code or 0), _icmp))
-        if r.rev_icmp_type is not None:
-            a(c("flow.reverse.icmp.", (v6, r.rev_icmp_type, r.rev_icmp_code or 0), _icmp))
+        fl = r.flow_label if v6 else None
+        rfl = r.rev_flow_label if v6 else None
+        k = (r.dscp, r.ecn, r.ttl, fl, r.rev_dscp, r.rev_ecn, r.rev_ttl, rfl)
+        c = self._chunks.get(k)
+        if c is None:
+            c = _ip_dir("flow.ip.", r.dscp, r.ecn, r.ttl, fl) + _ip_dir(
+                "flow.reverse.ip.", r.rev_dscp, r.rev_ecn, r.rev_ttl, rfl
+            )
+            if fl is None and rfl is None:  # flow labels are per flow: not worth caching
+                self._chunks.put(k, c)
+        return c
 
-    def _tunnel(self, r: FlowReport, a: Any) -> None:
+    @staticmethod
+    def _icmp(r: FlowReport) -> bytes:
+        v6 = r.ip_version == 6
+        c = b""
+        if r.icmp_type is not None:
+            c += _icmp("flow.icmp.", v6, r.icmp_type, r.icmp_code or 0)
+        if r.rev_icmp_type is not None:
+            c += _icmp("flow.reverse.icmp.", v6, r.rev_icmp_type, r.rev_icmp_code or 0)
+        return c
+
+    @staticmethod
+    def _tunnel(r: FlowReport) -> bytes:
+        c = b""
         if r.spi is not None or r.rev_spi is not None:
             if r.protocol == 50:
                 spi_key = "flow.ipsec.esp.spi"
@@ -359,45 +420,40 @@ class SpanEncoder:
             else:
                 spi_key = "flow.wireguard.receiver.index"
             if r.spi is not None:
-                a(_attr(spi_key, r.spi))
+                c += _attr(spi_key, r.spi)
             if r.rev_spi is not None:
-                a(_attr(spi_key.replace("flow.", "flow.reverse.", 1), r.rev_spi))
+                c += _attr(spi_key.replace("flow.", "flow.reverse.", 1), r.rev_spi)
         if r.tunnel_type is None:
-            return
-        s, i = self._s, self._i
-        a(s["tunnel.type"](r.tunnel_type))
-        if r.tunnel_id is not None:
-            a(i["tunnel.id"](r.tunnel_id))
-        if r.tunnel_src_addr is not None:
-            a(s["tunnel.source.address"](r.tunnel_src_addr))
-        if r.tunnel_dst_addr is not None:
-            a(s["tunnel.destination.address"](r.tunnel_dst_addr))
-        if r.tunnel_src_port is not None:
-            a(i["tunnel.source.port"](r.tunnel_src_port))
-        if r.tunnel_dst_port is not None:
-            a(i["tunnel.destination.port"](r.tunnel_dst_port))
+            return c
+        c += _attr("tunnel.type", r.tunnel_type)
+        for key, value in (
+            ("tunnel.id", r.tunnel_id),
+            ("tunnel.source.address", r.tunnel_src_addr),
+            ("tunnel.destination.address", r.tunnel_dst_addr),
+            ("tunnel.source.port", r.tunnel_src_port),
+            ("tunnel.destination.port", r.tunnel_dst_port),
+        ):
+            if value is not None:
+                c += _attr(key, value)
         if r.tunnel_ip_version is not None:
-            a(s["tunnel.network.type"]("ipv6" if r.tunnel_ip_version == 6 else "ipv4"))
+            c += _attr("tunnel.network.type", "ipv6" if r.tunnel_ip_version == 6 else "ipv4")
         if r.tunnel_protocol is not None:
-            a(s["tunnel.network.transport"](names.transport_name(r.tunnel_protocol)))
+            c += _attr("tunnel.network.transport", names.transport_name(r.tunnel_protocol))
+        return c
 
     def _k8s_block(self, prefix: str, meta: Mapping[str, str]) -> bytes:
         """All `<prefix><key>` attributes of one endpoint, cached by content."""
         k = (prefix, tuple(meta.items()))
-        c = self._k8s.get(k)
+        c = self._chunks.get(k)
         if c is None:
-            if len(self._k8s) >= _CACHE_LIMIT:
-                self._k8s.clear()
-            c = self._k8s[k] = b"".join(_attr(prefix + key, v) for key, v in meta.items())
+            c = self._chunks.put(k, b"".join(_attr(prefix + key, v) for key, v in meta.items()))
         return c
 
     def _list(self, key: str, values: Sequence[str]) -> bytes:
         k = (key, tuple(values))
-        c = self._lists.get(k)
+        c = self._chunks.get(k)
         if c is None:
-            if len(self._lists) >= _CACHE_LIMIT:
-                self._lists.clear()
-            c = self._lists[k] = _attr(key, list(values))
+            c = self._chunks.put(k, _attr(key, list(values)))
         return c
 
 

@@ -15,11 +15,11 @@ from mermin.config.span import SpanConfig
 from mermin.datapath.abi import KEY_DTYPE
 
 __all__ = [
+    "ACK",
     "FIN",
+    "PORT_PROTOCOLS",
     "RST",
     "SYN",
-    "ACK",
-    "PORT_PROTOCOLS",
     "addr_bytes",
     "addr_str",
     "end_of_flow",

@@ -28,7 +28,7 @@ from mermin.flows.decode import ACK, ICMP, ICMPV6, PORT_PROTOCOLS, SYN, TCP
 from mermin.flows.listening import NodeSockets
 from mermin.flows.record import SpanKind
 
-__all__ = ["DirectionResolver", "ICMP_REPLIES", "ICMP_REQUESTS", "span_kind"]
+__all__ = ["ICMP_REPLIES", "ICMP_REQUESTS", "DirectionResolver", "span_kind"]
 
 ICMP_REQUESTS = {ICMP: (8, 13, 15, 17, 10), ICMPV6: (128, 130, 133, 135, 139, 144)}
 ICMP_REPLIES = {ICMP: (0, 14, 16, 18, 9), ICMPV6: (129, 131, 134, 136, 140, 145)}
@@ -104,7 +104,7 @@ class DirectionResolver:
                 lb = np.zeros(len(pending), dtype=bool)
                 for i, (aa, ab, pa, pb, pr) in enumerate(
                     zip(_rows(sub["addr_a"]), _rows(sub["addr_b"]), sub["port_a"].tolist(),
-                        sub["port_b"].tolist(), sub["protocol"].tolist())
+                        sub["port_b"].tolist(), sub["protocol"].tolist(), strict=False)
                 ):
                     la[i] = snapshot.is_listening(aa, pa, pr)
                     lb[i] = snapshot.is_listening(ab, pb, pr)
@@ -132,7 +132,8 @@ class DirectionResolver:
         if snapshot is None or not snapshot.local_addrs or n == 0:
             return a_local, b_local
         local = snapshot.local_addrs
-        for i, (aa, ab) in enumerate(zip(_rows(keys["addr_a"]), _rows(keys["addr_b"]))):
+        pairs = zip(_rows(keys["addr_a"]), _rows(keys["addr_b"]), strict=True)
+        for i, (aa, ab) in enumerate(pairs):
             a_local[i] = aa in local
             b_local[i] = ab in local
         return a_local, b_local

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["NodeSockets", "NodeSocketWatcher", "scan_node", "parse_proc_net", "WILDCARD"]
+__all__ = ["WILDCARD", "NodeSocketWatcher", "NodeSockets", "parse_proc_net", "scan_node"]
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,8 @@ def _read(path: Path) -> str:
 def _namespace_pids(proc: Path) -> list[Path]:
     """One /proc/<pid> per distinct network namespace (the host's first when visible)."""
     seen: dict[str, Path] = {}
-    candidates = [proc / "self"] + sorted(
-        (p for p in proc.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
-    )
+    pids = sorted((p for p in proc.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    candidates = [proc / "self", *pids]
     for pid_dir in candidates:
         try:
             ns = os.readlink(pid_dir / "ns" / "net")

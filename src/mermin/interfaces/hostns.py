@@ -27,6 +27,7 @@ from mermin.errors import DatapathError, PermissionDeniedError
 __all__ = [
     "CLONE_NEWNET",
     "HOST_NETNS_PATH",
+    "enter_host_netns",
     "enter_netns",
     "netns_id",
     "resolve_netns",
@@ -135,4 +136,18 @@ def resolve_netns(setting: str) -> str | None:
             f"network namespace {setting} does not exist: check discovery.instrument.netns"
         ) from None
     except PermissionError:
-        raise PermissionDeniedError(f"cannot read network namespace {setting}: run as root") from None
+        raise PermissionDeniedError(
+            f"cannot read network namespace {setting}: run as root"
+        ) from None
+
+
+def enter_host_netns() -> None:
+    """Deliberately does nothing; kept because the agent skeleton calls it.
+
+    Moving the agent's main thread (and so every thread it starts later) into the host
+    namespace would also move the health and metrics servers: kubelet probes and Prometheus
+    scrapes to the pod IP would then fail in a pod that has hostPID but not hostNetwork. The
+    InterfaceManager instead enters the namespace chosen by `discovery.instrument.netns` in its
+    own thread, where every netlink, attach and detach call runs.
+    """
+    log.debug("enter_host_netns: the interface manager thread enters the namespace itself")

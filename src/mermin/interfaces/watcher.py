@@ -120,7 +120,9 @@ def _format_mac(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def parse_link_messages(buf: bytes | bytearray | memoryview) -> tuple[list[tuple[int, Link]], int, bool]:
+def parse_link_messages(
+    buf: bytes | bytearray | memoryview,
+) -> tuple[list[tuple[int, Link]], int, bool]:
     """Parse a netlink buffer into [(msg_type, Link)], plus (error/done status, interrupted).
 
     The status is 0 for "more to come", 1 for NLMSG_DONE, or -errno for NLMSG_ERROR.
@@ -300,6 +302,7 @@ class LinkWatcher:
         netns_path: str | None = None,
         subscribe: bool = True,
         idle_interval: float = 5.0,
+        rcvbuf: int = 16 << 20,
         name: str = "mermin-netlink",
     ) -> None:
         self.handler = handler
@@ -307,6 +310,7 @@ class LinkWatcher:
         self.stats = WatcherStats()
         self._subscribe = subscribe
         self._idle_interval = idle_interval
+        self._rcvbuf = rcvbuf
         self._name = name
         self._calls: deque[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]] = deque()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -378,7 +382,7 @@ class LinkWatcher:
         try:
             if self.netns_path is not None:
                 setns(self.netns_path)
-            self._sock = LinkSocket(subscribe=self._subscribe)
+            self._sock = LinkSocket(subscribe=self._subscribe, rcvbuf=self._rcvbuf)
             self._resync()
         except BaseException as err:
             self._started.set_exception(err)
@@ -460,7 +464,7 @@ class LinkWatcher:
     def _reopen(self) -> None:
         self._close_socket()
         try:
-            self._sock = LinkSocket(subscribe=self._subscribe)
+            self._sock = LinkSocket(subscribe=self._subscribe, rcvbuf=self._rcvbuf)
         except OSError as err:
             self.stats.socket_errors += 1
             log.error("cannot reopen the netlink socket: %s; retrying in 1s", err)

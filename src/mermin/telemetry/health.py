@@ -5,7 +5,8 @@
 * ``/livez``   200 iff every liveness check passes (none by default: the process answers), else 503.
   Keep liveness checks to "the agent is wedged" conditions: a failing liveness probe restarts
   the pod.
-* ``/startup`` 200 once :meth:`HealthServer.mark_started` was called, else 503.
+* ``/startup`` 200 once startup is complete (:meth:`HealthServer.mark_started` was called, or
+  the ``startup`` callable returns True), else 503. ``/readyz`` also requires it.
 
 Body: ``{"status": "ok"|"unavailable", "checks": {"<name>": true|false, ...}}``. A check that
 raises counts as failing (and is logged at debug level).
@@ -53,13 +54,15 @@ class HealthServer(RouteServer):
         checks: Mapping[str, Check] | None = None,
         *,
         live_checks: Mapping[str, Check] | None = None,
+        startup: Check | None = None,
     ) -> None:
         self.config = config
         self._lock = threading.Lock()
         self._ready: dict[str, Check] = dict(checks or {})
         self._live: dict[str, Check] = dict(live_checks or {})
         self._started = threading.Event()
-        routes = {"/livez": self._livez, "/readyz": self._readyz, "/startup": self._startup,
+        self._startup = startup
+        routes = {"/livez": self._livez, "/readyz": self._readyz, "/startup": self._startup_route,
                   "/healthz": self._livez}
         super().__init__("health", config.listen_address, config.port, routes)
 
@@ -80,15 +83,21 @@ class HealthServer(RouteServer):
 
     @property
     def started(self) -> bool:
-        return self._started.is_set()
+        """Startup complete: mark_started() was called or the startup callable says so."""
+        if self._started.is_set():
+            return True
+        if self._startup is None:
+            return False
+        return evaluate({"startup": self._startup})[0]
 
     def ready(self) -> tuple[bool, dict[str, bool]]:
         """Readiness as /readyz computes it: started and every check passing."""
         with self._lock:
             checks = dict(self._ready)
         ok, results = evaluate(checks)
-        results["startup_complete"] = self.started
-        return ok and self.started, results
+        started = self.started
+        results["startup_complete"] = started
+        return ok and started, results
 
     def _readyz(self) -> Response:
         return _response(*self.ready())
@@ -98,8 +107,9 @@ class HealthServer(RouteServer):
             checks = dict(self._live)
         return _response(*evaluate(checks))
 
-    def _startup(self) -> Response:
-        return _response(self.started, {"startup_complete": self.started})
+    def _startup_route(self) -> Response:
+        started = self.started
+        return _response(started, {"startup_complete": started})
 
     def start(self) -> None:
         """Bind and serve; a busy port becomes a one-line MerminError."""

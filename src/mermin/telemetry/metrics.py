@@ -14,8 +14,10 @@ its area name, and documents it in docs/operations.md (a test checks every metri
 
 from __future__ import annotations
 
+import platform
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -69,7 +71,9 @@ __all__ = [
     "KernelCountersCollector",
     "apply_histogram_buckets",
     "metric_names",
+    "set_build_info",
     "set_map_gauges",
+    "start_metrics_server",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -370,6 +374,41 @@ _HISTOGRAMS = (
     PIPELINE_DURATION, POLL_DURATION, EXPORT_BATCH_SIZE, EXPORT_DURATION,
     K8S_WATCHER_IP_INDEX_UPDATE_DURATION, SHUTDOWN_DURATION,
 )  # fmt: skip
+
+
+def set_build_info() -> None:
+    """Publish mermin_build_info{version, python} = 1."""
+    from mermin import __version__
+
+    BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+
+
+def start_metrics_server(
+    config: Any, kernel_counters: Callable[[], Mapping[str, int]] | None = None,
+) -> Callable[[], None] | None:
+    """Serve REGISTRY on `internal "metrics"` (a MetricsConfig); returns a stop function.
+
+    Returns None when metrics are disabled. `kernel_counters` (e.g. ``Datapath.counters``)
+    becomes the source of the kernel counter families; the stop function removes it again.
+    Histogram buckets from the config are applied first. A busy port raises MerminError.
+    """
+    from mermin.telemetry.server import serve_metrics  # late: the server imports this module
+
+    if config.histogram_buckets:
+        apply_histogram_buckets(config.histogram_buckets)
+    set_build_info()
+    server = serve_metrics(config)
+    if server is None:
+        return None
+    if kernel_counters is not None:
+        KERNEL_COUNTERS.set_source(kernel_counters)
+
+    def stop() -> None:
+        if kernel_counters is not None:
+            KERNEL_COUNTERS.set_source(None)
+        server.stop()
+
+    return stop
 
 
 def metric_names(registry: CollectorRegistry = REGISTRY) -> list[str]:

@@ -10,7 +10,7 @@ from mermin.errors import MerminError
 from mermin.telemetry._http import Response, RouteServer, json_response
 from mermin.telemetry.metrics import REGISTRY
 
-__all__ = ["MetricsServer", "start_metrics_server"]
+__all__ = ["MetricsServer", "serve_metrics"]
 
 
 class MetricsServer(RouteServer):
@@ -45,7 +45,7 @@ class MetricsServer(RouteServer):
         return json_response(200, {"metrics": sorted(catalogue, key=lambda m: m["name"])})
 
 
-def start_metrics_server(config: MetricsConfig) -> MetricsServer | None:
+def serve_metrics(config: MetricsConfig) -> MetricsServer | None:
     """Start the metrics server if enabled; a busy port becomes a one-line MerminError."""
     if not config.enabled:
         return None
