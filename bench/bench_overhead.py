@@ -1,239 +1,259 @@
-"""Throughput overhead, accuracy and cost of the agent and of user-space peers, in one run.
+"""Throughput overhead, cost and accuracy of mermin and of user-space peers, side by side.
 
-    sudo uv run python bench/bench_overhead.py [--seconds 8] [--peers softflowd,pmacctd,argus]
+    sudo uv run python bench/bench_overhead.py [--seconds 5] [--repeat 3]
+        [--observers none,datapath,mermin,softflowd,fprobe,pmacctd,argus] [--tests tcp-1,...]
+        [--markdown] [--json results.json]
 
-Topology: two network namespaces ("client", "server") behind veth pairs on a bridge in the root
-namespace (the shape of two pods on one node). For each observer — none, mermin, and each peer
-installed from Debian's packages (softflowd, pmacctd, argus; libpcap capture in user space) —
-iperf3 runs TCP 1 stream, TCP 8 streams and UDP 64-byte datagrams at the highest rate iperf3
-reaches. Printed per run: throughput (Gbit/s, packets/s), ratio to no observer, observer CPU
-seconds per million packets (user+system of its processes) plus the system-wide softirq time
-delta, observer RSS, and for mermin the packets it reported for the iperf3 data flow vs the
-packets the interface counted (accuracy). Everything it creates is removed on exit.
+Topology (bench/common.py `BenchNet`): two network namespaces behind veth pairs on a bridge in
+the root namespace (two pods on one node). iperf3 runs TCP 1 stream, TCP 8 streams and UDP
+64-byte datagrams at the highest rate iperf3 reaches (`-b 0`), once per observer:
+
+    none       nothing attached: the baseline
+    datapath   mermin's kernel program alone (no agent), attached to both host-side veths
+    mermin     the whole agent (`mermin run`), attached to both host-side veths
+    softflowd, fprobe, pmacctd, argus   libpcap peers on the client's host-side veth
+
+Runs are interleaved (none, datapath, mermin, peers, none, ...) `--repeat` times and the
+median is reported, because the machine is shared and noisy. Columns of the summary:
+
+    Gbit/s      iperf3's received throughput        kpps   packets through the client veth / s
+    % none      throughput ratio to the baseline (TCP: Gbit/s, UDP: packets/s sent)
+    cpu s/Mpkt  user+system CPU of the observer's processes per million packets
+    softirq     system-wide softirq seconds during the run (baseline's shown in its own row)
+    RSS MB      observer's resident memory at the end of the run
+    acc %       packets the observer reported / truth: UDP = the iperf3 data flow's datagrams
+                (iperf3's count + its 1 connect datagram); TCP = every packet between the two
+                namespaces vs the client veth's counters over the observer's lifetime
+    drops       what the observer's own loss counters say it lost (kernel map full, unparsed,
+                pcap drops, export gaps)
+
+Everything it creates (namespaces, links, TCX links, processes) is removed on exit, Ctrl-C
+included.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.helpers.netns import Topology, wait_for_port  # noqa: E402
+from common import (  # noqa: E402
+    TESTS,
+    BenchNet,
+    cpu_seconds,
+    format_table,
+    install_stop_signals,
+    link_counters,
+    machine_line,
+    median,
+    rss_mb,
+    run_iperf,
+    softirq_seconds,
+)
+from observers import (  # noqa: E402
+    OBSERVERS,
+    available,
+    ensure_installed,
+    make_observer,
+    sum_flows,
+)
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PEER_PACKAGES = {"softflowd": "softflowd", "pmacctd": "pmacct", "argus": "argus-server"}
+__all__ = ["RunResult", "main", "measure", "parse_args", "run", "summarize"]
 
-AGENT_CONFIG = """\
-log_level = "warn"
-discovery "instrument" {{
-  interfaces = [{ifaces}]
-}}
-span {{
-  max_record_interval = "2s"
-  poll_interval       = "500ms"
-}}
-export "traces" {{
-  stdout = {{
-    format = "json"
-  }}
-}}
-internal "metrics" {{
-  enabled = false
-}}
-internal "server" {{
-  enabled = false
-}}
-"""
+SETTLE = 1.0  # seconds between an observer's start and the traffic
 
 
-@dataclass
-class Result:
+@dataclass(slots=True)
+class RunResult:
+    """One iperf3 test with one observer."""
+
     observer: str
     test: str
+    round: int
     gbps: float
     pps: float
+    packets: int  # through the client veth (rx + tx) during the test
     cpu_s: float
     softirq_s: float
     rss_mb: float
-    packets: int
-    reported: int | None = None
+    reported: int | None = None  # packets the observer reported (see `truth`)
+    truth: int | None = None
+    drops: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float | None:
+        if self.reported is None or not self.truth:
+            return None
+        return 100.0 * self.reported / self.truth
 
 
-def proc_tree_cpu(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
+def measure(net: BenchNet, observer: str, test: str, seconds: float, workdir: Path,
+            round_: int = 0, rate: str | None = None) -> RunResult:
+    """Start `observer`, run one iperf3 test, stop it, return what was measured."""
+    obs = make_observer(observer, workdir)
+    life0 = link_counters(net.host_c)
+    with obs.running(net.host_ifaces):
+        time.sleep(SETTLE)
+        pids = obs.pids()
+        cpu0, irq0, c0 = cpu_seconds(pids), softirq_seconds(), link_counters(net.host_c)
+        ip = run_iperf(net, test, seconds, rate)
+        c1, irq1 = link_counters(net.host_c), softirq_seconds()
+        pids = obs.pids()
+        cpu1, rss = cpu_seconds(pids), rss_mb(pids)
+    life = link_counters(net.host_c) - life0
+    window = c1 - c0
+    result = RunResult(
+        observer=observer, test=test, round=round_, gbps=ip.gbps,
+        pps=window.packets / ip.seconds if ip.seconds else 0.0, packets=window.packets,
+        cpu_s=max(0.0, cpu1 - cpu0), softirq_s=irq1 - irq0, rss_mb=rss,
+        drops={k: v for k, v in obs.drops.items() if v}, notes=list(obs.notes),
+    )
+    if obs.flows is not None:
+        if test.startswith("udp"):
+            result.truth = ip.packets_sent + len(ip.ports)  # + iperf3's connect datagram
+            result.reported = sum(
+                sum_flows(obs.flows, net.client_ip, port, net.server_ip, 5201, 17)[0]
+                for port in ip.ports)
+        else:
+            result.truth = life.packets
+            ends = {net.client_ip, net.server_ip}
+            result.reported = sum(f.packets for f in obs.flows
+                                  if f.src in ends and f.dst in ends)
+    return result
 
 
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
-
-
-def softirq_seconds() -> float:
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()
-    return int(fields[7]) / CLK_TCK
-
-
-def link_packets(name: str) -> int:
-    base = Path(f"/sys/class/net/{name}/statistics")
-    return int((base / "rx_packets").read_text()) + int((base / "tx_packets").read_text())
-
-
-@contextlib.contextmanager
-def observer(kind: str, ifaces: list[str], workdir: Path) -> Iterator[list[subprocess.Popen]]:
-    """Start an observer on the interfaces; yields its processes; stops it on exit."""
-    procs: list[subprocess.Popen] = []
-    out = open(workdir / f"{kind}.out", "wb")  # noqa: SIM115 - closed in finally
-    try:
-        if kind == "mermin":
-            cfg = workdir / "mermin.hcl"
-            cfg.write_text(AGENT_CONFIG.format(ifaces=", ".join(f'"{i}"' for i in ifaces)))
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "mermin.cli", "run", "--config", str(cfg)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=REPO))
-            time.sleep(4)
-        elif kind == "softflowd":
-            procs.append(subprocess.Popen(
-                ["softflowd", "-d", "-i", ifaces[0], "-n", "127.0.0.1:29995", "-t", "maxlife=5"],
-                stdout=out, stderr=subprocess.STDOUT))
-        elif kind == "pmacctd":
-            conf = workdir / "pmacctd.conf"
-            conf.write_text(f"daemonize: false\npcap_interface: {ifaces[0]}\n"
-                            "aggregate: src_host,dst_host,src_port,dst_port,proto\n"
-                            "plugins: memory\nimt_path: " + str(workdir / "pmacct.pipe") + "\n")
-            procs.append(subprocess.Popen(["pmacctd", "-f", str(conf)], stdout=out,
-                                          stderr=subprocess.STDOUT))
-        elif kind == "argus":
-            procs.append(subprocess.Popen(["argus", "-i", ifaces[0], "-w", "/dev/null"],
-                                          stdout=out, stderr=subprocess.STDOUT))
-        if kind != "none":
-            time.sleep(1)
-            for p in procs:
-                if p.poll() is not None:
-                    raise RuntimeError(f"{kind} exited: {(workdir / f'{kind}.out').read_text()}")
-        yield procs
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        out.close()
-
-
-def iperf(topo: Topology, client_ns: str, server_ip: str, test: str, seconds: int) -> dict:
-    args = ["iperf3", "-c", server_ip, "-t", str(seconds), "-J"]
-    if test == "tcp-8":
-        args += ["-P", "8"]
-    elif test == "udp-64":
-        args += ["-u", "-b", "0", "-l", "64"]
-    return json.loads(topo.run_in(client_ns, args, timeout=seconds + 30).stdout)
-
-
-def mermin_reported(workdir: Path, server_ip: str) -> int:
-    """Packets client->server the agent reported for iperf3 flows to port 5201."""
-    total = 0
-    for line in (workdir / "mermin.out").read_text().splitlines():
-        if not line.startswith("{"):
-            continue
-        r = json.loads(line)
-        if r.get("destination.address") == server_ip and r.get("destination.port") == 5201:
-            total += r["flow.packets.delta"] + r["flow.reverse.packets.delta"]
-    return total
-
-
-def run(seconds: int, peers: list[str]) -> list[Result]:
-    results: list[Result] = []
-    with Topology(prefix="mb") as topo, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        bridge = topo.bridge()
-        client, server = topo.netns(), topo.netns()
-        host_c, inner_c = topo.veth(peer_ns=client)
-        host_s, inner_s = topo.veth(peer_ns=server)
-        for host in (host_c, host_s):
-            topo.enslave(host, bridge)
-        topo.addr(inner_c, "10.99.0.1/24", ns=client)
-        topo.addr(inner_s, "10.99.0.2/24", ns=server)
-        topo.spawn_in(server, ["iperf3", "-s"])
-        wait_for_port(server, 5201)
-        for kind in ["none", "mermin", *peers]:
-            for test in ("tcp-1", "tcp-8", "udp-64"):
-                with observer(kind, [host_c, host_s], workdir) as procs:
-                    pids = [p.pid for p in procs]
-                    cpu0, irq0, pk0 = proc_tree_cpu(pids), softirq_seconds(), link_packets(host_c)
-                    data = iperf(topo, client, "10.99.0.2", test, seconds)
-                    cpu1, irq1, pk1 = proc_tree_cpu(pids), softirq_seconds(), link_packets(host_c)
-                    rss = rss_mb(pids)
-                end = data["end"]
-                summary = end.get("sum_received") or end.get("sum")
-                packets = pk1 - pk0
-                results.append(Result(
-                    observer=kind, test=test, gbps=summary["bits_per_second"] / 1e9,
-                    pps=packets / summary["seconds"], cpu_s=cpu1 - cpu0, softirq_s=irq1 - irq0,
-                    rss_mb=rss, packets=packets,
-                    reported=mermin_reported(workdir, "10.99.0.2") if kind == "mermin" else None,
-                ))
-                print(format_row(results[-1], results), flush=True)
+def run(seconds: float, repeat: int, observers: list[str], tests: list[str],
+        workdir: Path, log=print) -> list[RunResult]:
+    """Interleaved rounds: for each round, each test, each observer in order."""
+    results: list[RunResult] = []
+    with BenchNet() as net:
+        for round_ in range(repeat):
+            for test in tests:
+                for name in observers:
+                    wd = workdir / f"{name}-{test}-{round_}"
+                    wd.mkdir(parents=True, exist_ok=True)
+                    try:
+                        r = measure(net, name, test, seconds, wd, round_)
+                    except RuntimeError as exc:
+                        log(f"# {name} {test} round {round_}: failed: {exc}")
+                        continue
+                    results.append(r)
+                    acc = "" if r.accuracy is None else f" acc {r.accuracy:.3f}%"
+                    log(f"# round {round_} {test:6} {name:9} {r.gbps:6.2f} Gbit/s "
+                        f"{r.pps / 1e3:7.1f} kpps cpu {r.cpu_s:5.2f}s "
+                        f"softirq {r.softirq_s:5.2f}s rss {r.rss_mb:6.1f} MB{acc}"
+                        f"{' drops ' + str(r.drops) if r.drops else ''}")
     return results
 
 
-def format_row(r: Result, results: list[Result]) -> str:
-    base = next((b for b in results if b.observer == "none" and b.test == r.test), r)
-    per_m = r.cpu_s / (r.packets / 1e6) if r.packets else 0.0
-    acc = "" if r.reported is None else f" reported {r.reported}/{r.packets} pkts"
-    return (f"{r.observer:10} {r.test:7} {r.gbps:7.2f} Gbit/s {r.pps / 1e3:8.1f} kpps "
-            f"{100 * r.gbps / base.gbps if base.gbps else 0:6.1f}% of none  "
-            f"cpu {r.cpu_s:6.2f}s ({per_m:6.3f} s/Mpkt) softirq {r.softirq_s:6.2f}s "
-            f"rss {r.rss_mb:6.1f} MB{acc}")
+def summarize(results: list[RunResult]) -> tuple[list[str], list[list[object]]]:
+    """Median per (test, observer), in first-seen order; ratios against `none`."""
+    headers = ["test", "observer", "runs", "Gbit/s", "kpps", "% none", "cpu s/Mpkt",
+               "softirq s", "RSS MB", "acc %", "drops"]
+    keys: list[tuple[str, str]] = []
+    for r in results:
+        if (r.test, r.observer) not in keys:
+            keys.append((r.test, r.observer))
+    keys.sort(key=lambda k: TESTS.index(k[0]) if k[0] in TESTS else 99)
+    rows: list[list[object]] = []
+    for test, obs in keys:
+        group = [r for r in results if r.test == test and r.observer == obs]
+        base = [r for r in results if r.test == test and r.observer == "none"]
+        gbps, pps = median([r.gbps for r in group]), median([r.pps for r in group])
+        if test.startswith("udp"):
+            b = median([r.pps for r in base])
+            ratio = 100.0 * pps / b if b else None
+        else:
+            b = median([r.gbps for r in base])
+            ratio = 100.0 * gbps / b if b else None
+        per_m = median([r.cpu_s / (r.packets / 1e6) for r in group if r.packets])
+        user = obs not in ("none", "datapath")
+        accs = [r.accuracy for r in group if r.accuracy is not None]
+        drops: dict[str, int] = {}
+        for r in group:
+            for k, v in r.drops.items():
+                drops[k] = drops.get(k, 0) + v
+        rows.append([
+            test, obs, len(group), gbps, pps / 1e3, ratio,
+            per_m if user else None, median([r.softirq_s for r in group]),
+            median([r.rss_mb for r in group]) if user else None,
+            min(accs) if accs else None,
+            ", ".join(f"{k}={v}" for k, v in drops.items()) or ("0" if accs else None),
+        ])
+    return headers, rows
 
 
-def ensure_peers(peers: list[str]) -> list[str]:
-    missing = [PEER_PACKAGES[p] for p in peers if shutil.which(p) is None]
-    if missing:
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, check=False,
-                       capture_output=True)
-    return [p for p in peers if shutil.which(p)]
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="iperf3 duration per run")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--observers", default=",".join(OBSERVERS),
+                        help="comma-separated, from: " + ", ".join(OBSERVERS))
+    parser.add_argument("--tests", default=",".join(TESTS),
+                        help="comma-separated, from: " + ", ".join(TESTS))
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument("--json", type=Path, help="also write every run to this JSON file")
+    args = parser.parse_args(argv)
+    args.observers = [o for o in args.observers.split(",") if o]
+    args.tests = [t for t in args.tests.split(",") if t]
+    for o in args.observers:
+        if o not in OBSERVERS:
+            parser.error(f"unknown observer {o!r}; choose from {', '.join(OBSERVERS)}")
+    for t in args.tests:
+        if t not in TESTS:
+            parser.error(f"unknown test {t!r}; choose from {', '.join(TESTS)}")
+    if args.seconds <= 0 or args.repeat < 1:
+        parser.error("--seconds must be > 0 and --repeat >= 1")
+    if "none" not in args.observers:
+        args.observers.insert(0, "none")  # ratios need the baseline
+    return args
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--peers", default="softflowd,pmacctd,argus")
-    args = parser.parse_args()
-    peers = ensure_peers([p for p in args.peers.split(",") if p])
-    print(f"# {time.strftime('%Y-%m-%d')} kernel {os.uname().release}, {os.cpu_count()} cores, "
-          f"{args.seconds}s per run; peers: {', '.join(peers) or 'none'}")
-    run(args.seconds, peers)
+def select_observers(names: list[str], log=print) -> list[str]:
+    """Install missing peers, then keep the observers that can run here (say why not)."""
+    ensure_installed(names)
+    kept = []
+    for name in names:
+        why = available(name)
+        if why:
+            log(f"# skipping {name}: {why}")
+        else:
+            kept.append(name)
+    return kept
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    install_stop_signals()
+    observers = select_observers(args.observers)
+    print(f"# bench_overhead: {machine_line()}")
+    print(f"# {args.seconds:g}s per run, {args.repeat} interleaved round(s); observers: "
+          f"{', '.join(observers)}; tests: {', '.join(args.tests)}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="mb-overhead-") as tmp:
+        results = run(args.seconds, args.repeat, observers, args.tests, Path(tmp),
+                      log=lambda s: print(s, flush=True))
+    headers, rows = summarize(results)
+    print()
+    print(format_table(headers, rows, markdown=args.markdown))
+    notes = sorted({n for r in results for n in r.notes})
+    for n in notes:
+        print(f"note: {n}")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: everything was cleaned up", file=sys.stderr)
+        sys.exit(130)

@@ -15,8 +15,7 @@ decoded numpy records keyed like the kernel (normalized), and diffs the kernel c
 from __future__ import annotations
 
 import ipaddress
-import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -24,26 +23,36 @@ from scapy.layers.inet6 import (
     ICMPv6EchoReply,
     ICMPv6EchoRequest,
     IPv6,
+    IPv6ExtHdrFragment,
 )
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
 from mermin.datapath import libbpf
-from mermin.datapath.abi import KEY_DTYPE, VALUE_DTYPE, Counter
 
 __all__ = [
-    "TC_ACT_UNSPEC",
     "L2",
+    "TC_ACT_UNSPEC",
     "Conv",
     "Harness",
     "IpOpts",
     "TcpOpts",
+    "addr16",
     "ether",
     "expected_key",
     "fragments",
+    "geneve",
+    "gre",
+    "icmp_echo",
+    "ip_in_ip",
+    "ip_len",
     "ip_pkt",
+    "key_tuple",
     "tcp",
+    "tcp_ip",
     "udp",
+    "vxlan",
+    "wireguard",
 ]
 
 TC_ACT_UNSPEC = 0xFFFFFFFF  # -1 as the u32 retval BPF_PROG_TEST_RUN reports
@@ -128,10 +137,14 @@ def ip_pkt(conv: Conv, ip: IpOpts = IpOpts(), proto: int | None = None) -> Packe
     return hdr
 
 
-def tcp(conv: Conv, t: TcpOpts = TcpOpts(), ip: IpOpts = IpOpts(), l2: L2 = L2()) -> bytes:
+def tcp_ip(conv: Conv, t: TcpOpts = TcpOpts(), ip: IpOpts = IpOpts()) -> Packet:
+    """The IP packet of a TCP segment (no Ethernet)."""
     seg = TCP(sport=conv.sport, dport=conv.dport, flags=t.flags, seq=t.seq, ack=t.ack)
-    return ether(ip_pkt(conv, ip) / seg / Raw(t.payload) if t.payload else
-                 ip_pkt(conv, ip) / seg, l2)  # fmt: skip
+    return ip_pkt(conv, ip) / seg / Raw(t.payload) if t.payload else ip_pkt(conv, ip) / seg
+
+
+def tcp(conv: Conv, t: TcpOpts = TcpOpts(), ip: IpOpts = IpOpts(), l2: L2 = L2()) -> bytes:
+    return ether(tcp_ip(conv, t, ip), l2)
 
 
 def udp(conv: Conv, payload: bytes = b"x" * 10, ip: IpOpts = IpOpts(), l2: L2 = L2()) -> bytes:
@@ -155,32 +168,84 @@ def ip_len(frame: bytes, offset: int = 14) -> int:
     return 40 + int.from_bytes(frame[offset + 4 : offset + 6], "big")
 
 
-def fragments(conv: Conv, l4: Packet, sizes: tuple[int, ...], frag_id: int = 77,
-              ip: IpOpts = IpOpts()) -> list[bytes]:  # fmt: skip
-    """Split the L4 message `l4` into IP fragments whose payloads have `sizes` bytes (multiples
-    of 8 but the last), in order. IPv4 uses the header's id/MF/offset, IPv6 a fragment header."""
-    data = bytes(l4)
-    proto = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6 Echo Request": 58}.get(l4.name, 17)
-    if conv.version == 6 and l4.name.startswith("ICMPv6"):
-        proto = 58
-    # checksums are computed over the whole datagram: build it once, then slice its payload
-    whole = bytes(ip_pkt(conv, ip) / l4)
-    hlen = (whole[0] & 0x0F) * 4 if conv.version == 4 else 40 + sum(len(e) for e in ip.ext)
+def fragments(conv: Conv, l4: Packet, sizes: tuple[int, ...], *, frag_id: int = 77,
+              ttl: int = 64) -> list[bytes]:  # fmt: skip
+    """The datagram `IP/l4` split into fragments whose payloads have `sizes` bytes (multiples
+    of 8 but the last), in order. IPv4 uses the header's id/MF/offset; IPv6 a fragment
+    header (32-bit id). Checksums are those of the whole datagram."""
+    whole = bytes(ip_pkt(conv, IpOpts(ttl=ttl)) / l4)
+    hlen = 20 if conv.version == 4 else 40
+    proto = whole[9] if conv.version == 4 else whole[6]
     data = whole[hlen:]
+    assert sum(sizes) == len(data), f"sizes must add up to {len(data)}"
     out, off = [], 0
     for i, size in enumerate(sizes):
         chunk, more = data[off : off + size], i < len(sizes) - 1
         if conv.version == 4:
-            hdr = IP(src=conv.src, dst=conv.dst, id=frag_id, proto=proto, ttl=ip.ttl,
-                     flags="MF" if more else 0, frag=off // 8)  # fmt: skip
-            out.append(ether(hdr / Raw(chunk)))
+            hdr: Packet = IP(src=conv.src, dst=conv.dst, id=frag_id & 0xFFFF, proto=proto,
+                             ttl=ttl, flags="MF" if more else 0, frag=off // 8)  # fmt: skip
         else:
-            from scapy.layers.inet6 import IPv6ExtHdrFragment
-
-            fh = IPv6ExtHdrFragment(nh=proto, offset=off // 8, m=int(more), id=frag_id)
-            out.append(ether(IPv6(src=conv.src, dst=conv.dst, hlim=ip.ttl) / fh / Raw(chunk)))
+            hdr = IPv6(src=conv.src, dst=conv.dst, hlim=ttl) / IPv6ExtHdrFragment(
+                nh=proto, offset=off // 8, m=int(more), id=frag_id
+            )
+        out.append(ether(hdr / Raw(chunk)))
         off += size
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tunnels: an outer header around a finished inner frame or IP packet
+# --------------------------------------------------------------------------------------------
+def _outer(outer: Conv, payload: Packet, proto: int | None = None) -> bytes:
+    return ether(ip_pkt(outer, proto=proto) / payload)
+
+
+def vxlan(inner_frame: bytes, outer: Conv, vni: int = 42) -> bytes:
+    """VXLAN (UDP to outer.dport) carrying a whole inner Ethernet frame."""
+    hdr = bytes([0x08, 0, 0, 0]) + vni.to_bytes(3, "big") + b"\0"
+    return _outer(outer, UDP(sport=outer.sport, dport=outer.dport) / Raw(hdr + inner_frame))
+
+
+def geneve(inner: bytes, outer: Conv, vni: int = 7, proto: int = 0x6558,
+           options: bytes = b"") -> bytes:  # fmt: skip
+    """Geneve with `options` (a multiple of 4 bytes) and inner protocol `proto`."""
+    assert len(options) % 4 == 0
+    hdr = bytes([len(options) // 4, 0]) + proto.to_bytes(2, "big")
+    hdr += vni.to_bytes(3, "big") + b"\0" + options
+    return _outer(outer, UDP(sport=outer.sport, dport=outer.dport) / Raw(hdr + inner))
+
+
+def gre(inner: bytes, outer: Conv, proto: int = 0x0800, *, key: int | None = None,
+        csum: bool = False, seq: int | None = None, version: int = 0) -> bytes:  # fmt: skip
+    """GRE (RFC 2784/2890) with optional checksum, key and sequence number."""
+    flags = (0x8000 if csum else 0) | (0x2000 if key is not None else 0)
+    flags |= (0x1000 if seq is not None else 0) | version
+    hdr = flags.to_bytes(2, "big") + proto.to_bytes(2, "big")
+    if csum:
+        hdr += b"\0\0\0\0"
+    if key is not None:
+        hdr += key.to_bytes(4, "big")
+    if seq is not None:
+        hdr += seq.to_bytes(4, "big")
+    return _outer(outer, Raw(hdr + inner), proto=47)
+
+
+def ip_in_ip(inner_ip: bytes, outer: Conv) -> bytes:
+    """IPIP / 6in4 / 4in6 / ip6ip6, chosen by the inner and outer versions."""
+    proto = 4 if inner_ip[0] >> 4 == 4 else 41
+    return _outer(outer, Raw(inner_ip), proto=proto)
+
+
+def wireguard(conv: Conv, msg_type: int, receiver: int = 0, sender: int = 0) -> bytes:
+    """A WireGuard message: 2 = handshake response, 3 = cookie reply, 4 = transport data."""
+    le = lambda v: v.to_bytes(4, "little")  # noqa: E731
+    if msg_type == 2:
+        body = le(2) + le(sender) + le(receiver) + bytes(80)
+    elif msg_type == 1:
+        body = le(1) + le(sender) + bytes(140)
+    else:
+        body = le(msg_type) + le(receiver) + bytes(8 if msg_type == 4 else 56) + b"data"
+    return udp(conv, body)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,27 +308,6 @@ class Harness:
 
 
 def key_tuple(k: np.void) -> tuple:
+    """A FLOWS key record as a hashable tuple (the shape `expected_key()` returns)."""
     return (bytes(k["addr_a"]), bytes(k["addr_b"]), int(k["port_a"]), int(k["port_b"]),
             int(k["ip_version"]), int(k["protocol"]))  # fmt: skip
-
-
-def empty_value() -> np.void:
-    return np.zeros(1, VALUE_DTYPE)[0]
-
-
-def empty_key() -> np.void:
-    return np.zeros(1, KEY_DTYPE)[0]
-
-
-def counter_names() -> list[str]:
-    return [c.name.lower() for c in Counter]
-
-
-def inet(addr: str) -> bytes:
-    """Address bytes as a 16-byte flow.h slot."""
-    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
-    return socket.inet_pton(fam, addr).ljust(16, b"\0")
-
-
-def with_ip(ip: IpOpts, **changes: object) -> IpOpts:
-    return replace(ip, **changes)

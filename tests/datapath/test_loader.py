@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pytest
 from tests.helpers.bpfbuild import STANDIN, compile_bpf, private_bpffs
 
 from mermin.datapath import libbpf, loader
-from mermin.datapath.abi import CONFIG_DTYPE, KEY_DTYPE, VALUE_DTYPE, Counter
+from mermin.datapath.abi import CONFIG_DTYPE, KEY_DTYPE, VALUE_DTYPE, Counter, Tunnel
 from mermin.datapath.fake import key as make_key
 from mermin.datapath.loader import Datapath, DatapathSettings
 from mermin.errors import DatapathError, VerifierError
@@ -214,3 +215,47 @@ def _load_as_nobody(standin: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("DENIED"), proc.stdout + proc.stderr
     assert "CAP_BPF" in proc.stdout and "CAP_NET_ADMIN" in proc.stdout
+
+
+# -- the real object ------------------------------------------------------------------------
+def vxlan_frame(dport: int) -> bytes:
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.layers.vxlan import VXLAN
+
+    inner = Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1234, dport=80, flags="S")
+    outer = Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=50000, dport=dport)
+    return bytes(outer / VXLAN(vni=7) / inner)
+
+
+@pytest.mark.parametrize("vxlan_port", [4790, 4789])
+def test_real_object_reads_the_vxlan_port_from_rodata(bpf_object: Path, vxlan_port: int) -> None:
+    """The same packet (UDP to 4790) is a VXLAN tunnel only when cfg.vxlan_port says so."""
+    settings = DatapathSettings(pin=False, vxlan_port=vxlan_port)
+    with Datapath.load(bpf_object, settings) as dp:
+        libbpf.prog_test_run(dp.program_fd("mermin_ingress"), vxlan_frame(4790))
+        keys, values = dp.flows.read_all()
+        assert len(keys) == 1
+        if vxlan_port == 4790:
+            expected, _ = make_key("10.0.0.1", "10.0.0.2", 1234, 80, 6)
+            assert values[0]["tunnel_type"] == Tunnel.VXLAN and values[0]["tunnel_id"] == 7
+        else:
+            expected, _ = make_key("192.0.2.1", "192.0.2.2", 50000, 4790, 17)
+            assert values[0]["tunnel_type"] == Tunnel.NONE
+        assert keys[0].tobytes() == expected.tobytes()
+        assert dp.counters()["counted"] == 1
+
+
+@pytest.mark.parametrize("replay", [True, False])
+def test_real_object_clock_follows_the_replay_flag(bpf_object: Path, replay: bool) -> None:
+    tstamp = 1_700_000_000_123_456_789
+    with Datapath.load(bpf_object, DatapathSettings(pin=False, replay=replay)) as dp:
+        start = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        ctx = libbpf.skb_ctx(tstamp=tstamp)
+        libbpf.prog_test_run(dp.program_fd("mermin_egress"), vxlan_frame(4789), ctx=ctx)
+        end = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        first_seen = int(dp.flows.read_all()[1][0]["first_seen_ns"])
+    if replay:
+        assert first_seen == tstamp
+    else:
+        assert start <= first_seen <= end

@@ -6,8 +6,9 @@
 The agent attaches to the host side of veths (h1, h2), as it does on a node. With only h1
 watched, every packet between the pods crosses one hook exactly once, so FLOWS must hold
 exact counts: UDP and ICMP by construction (N datagrams / echoes of a known size); TCP from a
-second, independent count: an AF_PACKET capture in pod1 of the same connection. GSO is
-limited to one segment per skb (gso_max_segs 1) so one captured skb is one wire packet. With
+second, independent count: an AF_PACKET capture in pod1 of the same connection, once with
+one segment per skb (gso_max_segs 1) and once with GSO super-packets, which the capture
+expands into wire segments from their virtio_net_hdr gso_size. With
 h1 and h2 both watched, a packet crosses two hooks and must still be counted once, with the
 DUPLICATE counter showing the second sighting.
 """
@@ -68,7 +69,11 @@ elif role == "udp-client":             # addr port count size
         s.sendto(b"u" * int(args[3]), (args[0], int(args[1])))
     print(json.dumps({"port": s.getsockname()[1]}), flush=True)
 elif role == "capture":                # ifname proto port: count IP packets/bytes per direction
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind((args[0], 0))
+    # Wire packets: a GSO skb stands for ceil(payload / gso_size) segments, each carrying the
+    # IP + TCP headers; the virtio_net_hdr (PACKET_VNET_HDR) tells gso_size per skb.
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    s.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
+    s.bind((args[0], 0))
     s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE: never drop
     proto, port, tally = int(args[1]), int(args[2]), {"out": [0, 0], "in": [0, 0]}
     print(json.dumps({"ready": 1}), flush=True)
@@ -76,7 +81,8 @@ elif role == "capture":                # ifname proto port: count IP packets/byt
         r, _, _ = select.select([s, sys.stdin], [], [])
         if sys.stdin in r:
             break
-        frame, meta = s.recvfrom(65536)
+        data, meta = s.recvfrom(262144)
+        gso_size, frame = struct.unpack("=H", data[4:6])[0], data[10:]
         ethertype = struct.unpack("!H", frame[12:14])[0]
         if ethertype == 0x0800:
             ip = frame[14:]; p = ip[9]; l4 = ip[(ip[0] & 15) * 4:]
@@ -87,8 +93,11 @@ elif role == "capture":                # ifname proto port: count IP packets/byt
             continue
         if p != proto or port not in struct.unpack("!HH", l4[:4]):
             continue
+        hdr = len(ip) - len(l4) + (l4[12] >> 4) * 4
+        segs = -(-(length - hdr) // gso_size) if gso_size else 1
         side = tally["out" if meta[2] == socket.PACKET_OUTGOING else "in"]
-        side[0] += 1; side[1] += length
+        side[0] += segs; side[1] += length + (segs - 1) * hdr
+        tally["gso"] = tally.get("gso", 0) + (segs > 1)
     tally["drops"] = struct.unpack("II", s.getsockopt(263, 6, 8))[1]  # PACKET_STATISTICS
     print(json.dumps(tally), flush=True)
 """
@@ -213,8 +222,16 @@ def test_icmp_echo_exact_counts(dp: Datapath, pods: Pods, att: Attacher, version
     assert v["dir"][1 - side]["icmp_type"] == (0 if version == 4 else 129)
 
 
+@pytest.mark.parametrize("gso", [False, True], ids=["nogso", "gso"])
 @pytest.mark.parametrize("version", [4, 6])
-def test_tcp_counts_match_a_capture(dp: Datapath, pods: Pods, att: Attacher, version: int) -> None:
+def test_tcp_counts_match_a_capture(
+    dp: Datapath, pods: Pods, att: Attacher, version: int, gso: bool
+) -> None:
+    """Wire packets and bytes per direction. With GSO on, the program sees super-packets and
+    must count them as the segments they stand for."""
+    if gso:
+        pods.topo.link_set(pods.p1, "gso_max_segs", "65535", ns=pods.ns1)
+        pods.topo.link_set(pods.h1, "gso_max_segs", "65535")
     att.attach(pods.topo.ifindex(pods.h1), pods.h1)
     nbytes, port = 300_000, 8080
     capture = pods.spawn(pods.ns1, "capture", pods.p1, 6, port)
@@ -224,6 +241,7 @@ def test_tcp_counts_match_a_capture(dp: Datapath, pods: Pods, att: Attacher, ver
     time.sleep(0.3)  # the last ACK
     seen = Pods.result(capture)  # closing its stdin ends the capture
     assert seen["drops"] == 0
+    assert (seen.get("gso", 0) > 0) == gso  # the variant really exercised GSO (or not)
     v, side = flow_entry(dp, pods.addr1[version], pods.addr2[version], sport, port, 6)
     fwd, rev = v["dir"][side], v["dir"][1 - side]
     assert [int(fwd["packets"]), int(fwd["bytes"])] == seen["out"]
@@ -248,3 +266,18 @@ def test_same_node_pod_to_pod_counted_once(dp: Datapath, pods: Pods, att: Attach
     assert after[Counter.DUPLICATE.name.lower()] - before["duplicate"] >= count
     assert after["counted"] - before["counted"] >= count
     assert v["dir"][side]["owner_ifindex"] == pods.topo.ifindex(pods.h1)
+
+
+def test_topology_removes_everything_even_after_an_error() -> None:
+    """The helper every traffic test relies on: nothing outlives a failing test."""
+    with pytest.raises(RuntimeError, match="test failed"), Topology(prefix="ml") as topo:
+        ns = topo.netns()
+        host, _ = topo.veth(peer_ns=ns)
+        br = topo.bridge()
+        sleeper = topo.spawn_in(ns, ["sleep", "600"])
+        raise RuntimeError("test failed")
+    assert sleeper.poll() is not None
+    assert not Path(f"/run/netns/{ns}").exists()
+    for link in (host, br):
+        assert subprocess.run(["ip", "link", "show", link], capture_output=True).returncode != 0
+    assert not topo.leftovers

@@ -26,7 +26,6 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as tsg
-
 from tests.export.certs import Pki
 
 __all__ = [
@@ -233,7 +232,7 @@ class HttpReceiver(_Base):
                     owner._conns.discard(self.connection)
                 super().finish()
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
+            def do_POST(self) -> None:
                 size = int(self.headers.get("content-length", "0"))
                 raw = self.rfile.read(size)
                 reply = owner.next_reply()

@@ -13,9 +13,20 @@ _NS = ["default", "kube-system", "shop", "payments"]
 _PODS = ["frontend", "cart", "checkout", "redis", "coredns", "api", "worker"]
 
 
+_POD_META: dict[int, dict[str, str]] = {}
+
+
 def _k8s(rng: random.Random, i: int) -> dict[str, str]:
-    """Metadata of one of ~300 pods (a node's worth): it repeats across flows, as in life."""
+    """Metadata of one of ~300 pods (a node's worth): it repeats across flows, as in life, and
+    each report gets its own copy of the pod's dict (what the enrichers do)."""
     i = rng.randrange(300)
+    meta = _POD_META.get(i)
+    if meta is None:
+        meta = _POD_META[i] = _pod_meta(i)
+    return meta.copy()
+
+
+def _pod_meta(i: int) -> dict[str, str]:
     pod = _PODS[i % len(_PODS)]
     ns = _NS[i % len(_NS)]
     return {

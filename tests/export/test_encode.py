@@ -89,9 +89,13 @@ def test_bytes_identical_to_official_messages() -> None:
     assert ours == official_request(reports, RESOURCE)
     # a second pass through warm caches gives the same bytes
     assert enc.encode(reports) == ours
+    # the per-report reference path too
+    assert enc.encode_slow(reports) == ours
+    assert SpanEncoder(RESOURCE).encode_slow(reports) == ours
     # and one span at a time
     for r in reports:
         assert enc.encode([r]) == official_request([r], RESOURCE)
+        assert enc.encode_slow([r]) == official_request([r], RESOURCE)
 
 
 def test_decoded_values_types_and_envelope() -> None:
@@ -127,7 +131,8 @@ def test_small_cache_limit_still_correct() -> None:
     reports = flow_reports(200, seed=9)
     enc = SpanEncoder(RESOURCE, cache_limit=3)
     assert enc.encode(reports) == official_request(reports, RESOURCE)
-    assert len(enc._chunks) <= 3
+    assert enc.encode_slow(reports) == official_request(reports, RESOURCE)
+    assert len(enc._chunks) <= 3 and len(enc._columns.src_k8s) <= 3
 
 
 def test_trace_id_reused_across_reports_of_one_flow() -> None:

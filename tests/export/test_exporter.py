@@ -11,6 +11,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import ValidationError
+from tests.export.otlp_helpers import spans_of
+from tests.export.samples import flow_reports
 
 import mermin
 from mermin.config.export import ExportConfig, OtlpConfig, RetryConfig
@@ -19,8 +21,6 @@ from mermin.export.fake import FakeTransport
 from mermin.export.resource import build_resource
 from mermin.export.retry import Backoff, grpc_retry_delay, parse_retry_after
 from mermin.export.security import auth_headers, redact_endpoint
-from tests.export.otlp_helpers import spans_of
-from tests.export.samples import flow_reports
 
 RES = {"service.name": "mermin"}
 
@@ -306,3 +306,17 @@ def test_build_exporters() -> None:
     assert isinstance(both[0], StdoutExporter) and isinstance(both[1], OtlpExporter)
     for e in both:
         e.shutdown(0.1)
+
+
+def test_shutdown_does_not_wait_for_an_uncancellable_call() -> None:
+    def stuck(body: bytes, timeout: float) -> int:
+        time.sleep(5)  # ignores cancel(), like a blocked socket write
+        return 0
+
+    ex = OtlpExporter(cfg(timeout=30), RES, transport=FakeTransport(stuck))
+    ex.start()
+    ex.export(flow_reports(10))
+    time.sleep(0.2)
+    start = time.monotonic()
+    ex.shutdown(0.3)
+    assert time.monotonic() - start < 2.0  # 0.3 s + at most 1 s grace for the threads

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import grpc
 import pytest
-
-import mermin
-from mermin.config.export import OtlpConfig
-from mermin.export import OtlpExporter, build_resource
-from mermin.flows.record import EndReason
 from tests.export.certs import Pki, make_pki
 from tests.export.otlp_helpers import attrs_of
 from tests.export.receiver import GrpcReceiver, HttpReceiver, Reply, TcpRelay, free_port
 from tests.export.samples import flow_reports, tcp_report
 from tests.export.test_encode import _variants
+
+import mermin
+from mermin.config.export import OtlpConfig
+from mermin.export import OtlpExporter, build_resource
+from mermin.flows.record import EndReason
 
 OUTAGE_S = float(os.environ.get("MERMIN_TEST_OUTAGE_S", "3"))
 PROTOCOLS = ["grpc", "http_binary", "http_json"]

@@ -69,9 +69,11 @@ class Links:
 
     def cleanup(self) -> None:
         existing = ip("-o", "link", "show", netns=self.netns, check=False).stdout
-        for name in self.made:
-            if f" {name}@" in existing or f" {name}:" in existing:
-                ip("link", "del", name, netns=self.netns, check=False)
+        left = [n for n in self.made if f" {n}@" in existing or f" {n}:" in existing]
+        if left:
+            cmd = ["ip", *(["-n", self.netns] if self.netns else []), "-force", "-batch", "-"]
+            lines = "".join(f"link del {n}\n" for n in left)
+            subprocess.run(cmd, input=lines, capture_output=True, text=True, check=False)
 
 
 def thread_netns() -> tuple[int, int]:

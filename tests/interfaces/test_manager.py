@@ -20,7 +20,7 @@ from tests.interfaces.support import (
 )
 
 from mermin.config.discovery import InstrumentConfig
-from mermin.errors import DatapathError
+from mermin.errors import DatapathError, PermissionDeniedError
 from mermin.interfaces.manager import InterfaceManager
 from mermin.interfaces.watcher import Link, LinkEvent
 from mermin.telemetry import metrics
@@ -114,6 +114,12 @@ def test_auto_discover_false_attaches_only_at_start(links: Links, tag: str) -> N
         # a reload re-reads the interfaces once with the (new) patterns
         mgr.reconfigure(config(tag, auto_discover_interfaces=False))
         assert attacher.names() == {first, later}
+        # without notifications a deleted interface is released at the next reload
+        first_idx = ifindex(first)
+        links.delete(first)
+        mgr.reconfigure(config(tag, auto_discover_interfaces=False))
+        assert ("detach", first_idx) in attacher.calls
+        assert attacher.names() == {later}
         # turning discovery on subscribes and resyncs
         mgr.reconfigure(config(tag))
         third = links.veth(make(tag, "c"))
@@ -296,3 +302,48 @@ def test_deleted_names_expire(links: Links, tag: str) -> None:
         assert idx not in mgr.names
     finally:
         mgr.stop()
+
+
+class SlowAttacher(RecordingAttacher):
+    def attach(self, ifindex: int, ifname: str) -> None:
+        time.sleep(0.05)
+        super().attach(ifindex, ifname)
+
+
+def test_stop_during_attach_burst_and_queued_reconfigure(links: Links, tag: str) -> None:
+    """100 new interfaces at 50 ms per attach is a 5 s burst: a reconfigure waits briefly and
+    stays queued, and stop() cuts the burst short, detaches, and returns quickly."""
+    attacher = SlowAttacher()
+    mgr = InterfaceManager(config(tag), attacher)
+    mgr.start()
+    names = [make(tag, f"{i:03d}") for i in range(100)]
+    try:
+        ip_batch([f"link add {n} type veth peer name {n}p" for n in names])
+        links.made.extend(names)
+        assert wait_until(lambda: len(attacher.names()) >= 2, 2.0)
+        t0 = time.monotonic()
+        assert mgr.reconfigure(config(tag), timeout=0.2) == []
+        assert time.monotonic() - t0 < 0.5
+    finally:
+        t0 = time.monotonic()
+        mgr.stop()
+        elapsed = time.monotonic() - t0
+    assert elapsed < 1.5
+    assert attacher.calls[-1] == ("detach_all",)
+    assert 2 <= mgr.stats.attached < 100
+    assert not attacher.attached
+
+
+class DeniedAttacher(RecordingAttacher):
+    def attach(self, ifindex: int, ifname: str) -> None:
+        raise PermissionDeniedError("attaching TCX ingress: permission denied; grant CAP_BPF")
+
+
+def test_start_fails_when_every_attach_is_denied(links: Links, tag: str) -> None:
+    links.veth(make(tag, "a"))
+    attacher = DeniedAttacher()
+    mgr = InterfaceManager(config(tag), attacher)
+    with pytest.raises(PermissionDeniedError, match="CAP_BPF"):
+        mgr.start()
+    assert mgr.watcher is None
+    assert ("detach_all",) in attacher.calls

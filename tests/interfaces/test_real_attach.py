@@ -5,12 +5,16 @@ churn with hundreds of veth pairs, and no leftovers in the kernel."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.helpers.bpfbuild import private_bpffs
 from tests.helpers.netns import ping
 from tests.interfaces.support import Links, fd_count, ifindex, ip, ip_batch, unique, wait_until
 
@@ -23,6 +27,7 @@ from mermin.interfaces.manager import InterfaceManager
 pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("require_root")]
 
 TCX_INGRESS, TCX_EGRESS = libbpf.BPF_TCX_INGRESS, libbpf.BPF_TCX_EGRESS
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture
@@ -188,9 +193,10 @@ def test_attach_inside_test_namespace(datapath: Datapath, netns: str, tag: str, 
         inside.cleanup()
 
 
-def test_churn_500_veth_pairs(datapath: Datapath, links: Links, tag: str) -> None:
+def test_churn_500_veth_pairs(datapath: Datapath, links: Links, netns: str, tag: str) -> None:
     """500 veth pairs created and deleted in bursts while the manager runs with real TCX
-    attach: each one attached and detached, nothing left in the kernel, no fd leak."""
+    attach and traffic flows over a watched "pod" veth: each one attached and detached, the
+    busy one never disturbed, nothing left in the kernel, no fd leak."""
     count = 500
     ids = prog_ids(datapath)
     names = [f"{tag}{i:03d}" for i in range(count)]
@@ -198,30 +204,113 @@ def test_churn_500_veth_pairs(datapath: Datapath, links: Links, tag: str) -> Non
     mgr = InterfaceManager(cfg(tag), attacher)
     before = fd_count()
     mgr.start()
+    busy = f"{tag}zz"
+    ip("link", "add", busy, "type", "veth", "peer", "name", "eth0", "netns", netns)
+    links.made.append(busy)
+    ip("addr", "add", "10.213.9.1/30", "dev", busy)
+    ip("link", "set", busy, "up")
+    ip("addr", "add", "10.213.9.2/30", "dev", "eth0", netns=netns)
+    ip("link", "set", "eth0", "up", netns=netns)
+    assert wait_until(lambda: ifindex(busy) in attacher.attached, 1.0)
+    replies: list[int] = []
+    pinger = threading.Thread(target=lambda: replies.append(ping(None, "10.213.9.2", count=40,
+                                                                 interval=0.25)))  # fmt: skip
+    pinger.start()
     try:
         t0 = time.monotonic()
         for start in range(0, count, 100):  # bursts of 100 pairs, peers never match
             batch = names[start : start + 100]
             ip_batch([f"link add {n} type veth peer name {n}-p" for n in batch])
         links.made.extend(names)
-        assert wait_until(lambda: len(attacher.attached) == count, 30.0), mgr.stats
+        assert wait_until(lambda: len(attacher.attached) == count + 1, 60.0), mgr.stats
         attach_s = time.monotonic() - t0
-        assert sorted(attacher.attached.values()) == names
+        assert sorted(attacher.attached.values()) == [*names, busy]
         kernel = kernel_tcx_links(ids)
-        assert len(kernel) == 2 * count
+        assert len(kernel) == 2 * (count + 1)
         assert {i for i, _t in kernel} == set(attacher.attached)
         t1 = time.monotonic()
         for start in range(0, count, 100):
             ip_batch([f"link del {n}" for n in names[start : start + 100]])
-        assert wait_until(lambda: not attacher.attached, 30.0), mgr.stats
+        assert wait_until(lambda: len(attacher.attached) == 1, 60.0), mgr.stats
         detach_s = time.monotonic() - t1
-        assert kernel_tcx_links(ids) == []
+        pinger.join()
+        assert replies == [40]  # the traffic never stopped
+        keys, _values = datapath.flows.read_all()
+        assert len(keys) >= 1  # and it was counted on the busy interface
+        assert sorted(kernel_tcx_links(ids)) == [(ifindex(busy), TCX_INGRESS),
+                                                 (ifindex(busy), TCX_EGRESS)]  # fmt: skip
         stats = mgr.stats
-        assert stats.attached == count and stats.detached == count, stats
+        assert stats.attached == count + 1 and stats.detached == count, stats
         assert stats.attach_errors == 0 and stats.detach_errors == 0
-        assert stats.active == 0
+        assert stats.active == 1
         print(f"churn: {count} pairs attached in {attach_s:.2f}s, detached in {detach_s:.2f}s,"
               f" overruns={mgr.watcher.stats.overruns if mgr.watcher else '?'}")  # fmt: skip
     finally:
+        pinger.join()
         mgr.stop()
+    assert kernel_tcx_links(ids) == []
     assert fd_count() == before
+
+
+AGENT_SCRIPT = """
+import sys, time
+from pathlib import Path
+from mermin.config.discovery import InstrumentConfig
+from mermin.datapath.attach import Attacher
+from mermin.datapath.loader import Datapath, DatapathSettings
+from mermin.interfaces.manager import InterfaceManager
+obj, root, pattern = sys.argv[1:4]
+dp = Datapath.load(obj, DatapathSettings(pin=True, pin_root=Path(root), flows_capacity=4096))
+mgr = InterfaceManager(InstrumentConfig(interfaces=[pattern], netns="current"), Attacher(dp))
+mgr.start()
+print(len(mgr.attached), flush=True)
+time.sleep(60)
+"""
+
+
+def test_restart_adopts_pinned_links_then_removes_orphans(
+    bpf_object: Path, links: Links, tag: str
+) -> None:
+    """A crashed agent leaves pinned TCX links. The next one adopts those of interfaces it
+    still wants (counting never stops) and only then removes the others."""
+    keep = links.veth(f"{tag}a")
+    drop = links.veth(f"{tag}b")
+    pattern = f"/^{tag}[a-z]$/"
+    with private_bpffs("mi") as bpffs:
+        root = bpffs / "mermin"
+        agent = subprocess.Popen(
+            [sys.executable, "-c", AGENT_SCRIPT, str(bpf_object), str(root), pattern],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(SRC)},
+        )  # fmt: skip
+        try:
+            assert agent.stdout is not None
+            assert agent.stdout.readline().strip() == "2"
+        finally:
+            agent.kill()  # a crash: no detach
+            agent.wait()
+        pins = sorted(p.name for p in (root / "links").iterdir())
+        assert pins == sorted(f"{n}_{d}" for n in (keep, drop) for d in ("ingress", "egress"))
+        out = unique("x")
+        ip("link", "set", drop, "name", out)  # no longer wanted by the next agent
+        links.made.append(out)
+        settings = DatapathSettings(pin=True, pin_root=root, flows_capacity=4096)
+        with Datapath.load(bpf_object, settings) as dp:
+            attacher = Attacher(dp, mode="tcx")
+            mgr = InterfaceManager(InstrumentConfig(interfaces=[pattern], netns="current"),
+                                   attacher)  # fmt: skip
+            mgr.start()
+            try:
+                assert attacher.attached == {ifindex(keep): keep}
+                assert attacher.stats.adopted == 2  # both directions taken over
+                assert attacher.stats.orphans_removed == 2  # the renamed one's links
+                kernel = kernel_tcx_links(prog_ids(dp))
+                assert sorted(i for i, _t in kernel) == [ifindex(keep)] * 2
+                assert sorted(p.name for p in (root / "links").iterdir()) == [
+                    f"{keep}_egress",
+                    f"{keep}_ingress",
+                ]
+            finally:
+                mgr.stop()
+            assert not list((root / "links").iterdir())
+            assert kernel_tcx_links(prog_ids(dp)) == []
+            dp.unpin()

@@ -247,3 +247,26 @@ def test_unsubscribed_watcher_only_snapshots(links: Links) -> None:
         assert wait_until(lambda: later in handler.names(), 1.0)
     finally:
         watcher.stop()
+
+
+@pytest.mark.privileged
+def test_loop_failure_recovers_with_resync(links: Links) -> None:
+    handler = StateHandler()
+    watcher = LinkWatcher(handler)
+    watcher.start()
+    try:
+        real_pump = watcher._pump
+
+        def broken() -> None:
+            watcher._pump = real_pump  # fail once
+            raise RuntimeError("injected bug")
+
+        watcher.call(setattr, watcher, "_pump", broken)
+        name = links.veth()
+        assert wait_until(lambda: watcher.stats.loop_errors == 1, 2.0)
+        assert wait_until(lambda: name in handler.names(), 2.0)  # the resync found it
+        assert watcher.alive
+        later = links.veth()
+        assert wait_until(lambda: later in handler.names(), 1.0)
+    finally:
+        watcher.stop()

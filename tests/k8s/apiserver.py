@@ -21,6 +21,7 @@ clusters (the benchmark's 10k pods) list quickly.
 from __future__ import annotations
 
 import base64
+import bisect
 import contextlib
 import json
 import socket
@@ -72,7 +73,9 @@ class ApiServer:
         self._lock = threading.Condition()
         self._rv = 100
         self._objects: dict[str, dict[tuple[str, str], bytes]] = defaultdict(dict)
-        self._log: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
+        # per plural: resourceVersions and event lines, in order (bisected by watches)
+        self._log_rv: dict[str, list[int]] = defaultdict(list)
+        self._log: dict[str, list[bytes]] = defaultdict(list)
         self._compacted: dict[str, int] = defaultdict(int)
         self._snapshots: dict[str, tuple[int, list[bytes]]] = {}
         self._drop_gen = 0
@@ -130,7 +133,8 @@ class ApiServer:
             else:
                 self._objects[plural][key] = data
             line = b'{"type":"' + etype.encode() + b'","object":' + data + b"}\n"
-            self._log[plural].append((self._rv, line))
+            self._log_rv[plural].append(self._rv)
+            self._log[plural].append(line)
             self._lock.notify_all()
         return obj
 
@@ -156,6 +160,7 @@ class ApiServer:
             for plural in RESOURCES:
                 self._compacted[plural] = self._rv
                 self._log[plural].clear()
+                self._log_rv[plural].clear()
             self._snapshots.clear()
             self._rv += 1
 
@@ -281,9 +286,10 @@ class ApiServer:
             next_bookmark = time.monotonic() + self.bookmark_interval
             while True:
                 with self._lock:
-                    pending = [line for rv, line in self._log[plural] if rv > sent_rv]
+                    rvs = self._log_rv[plural]
+                    pending = self._log[plural][bisect.bisect_right(rvs, sent_rv):]
                     if pending:
-                        sent_rv = self._log[plural][-1][0]
+                        sent_rv = rvs[-1]
                     elif not (self._closing or self._drop_gen != drop_gen):
                         wait = min(deadline, next_bookmark) - time.monotonic()
                         self._lock.wait(max(0.0, wait))

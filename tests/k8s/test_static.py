@@ -98,3 +98,12 @@ def test_build_enricher_choices(tmp_path, inventory, monkeypatch):
     assert isinstance(only, StaticEnricher)
     off = AttributesConfig.model_validate({"source": None, "destination": None})
     assert not off.enabled
+
+
+def test_build_enricher_from_root_config(kubeconfig):
+    from mermin.config.schema import Config
+
+    cfg = Config.model_validate({"discovery": {"informer": {"k8s": {
+        "kubeconfig_path": str(kubeconfig)}}}})
+    e = build_enricher(cfg)
+    assert isinstance(e, K8sEnricher) and e.config.kubeconfig_path == str(kubeconfig)

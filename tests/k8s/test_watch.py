@@ -95,7 +95,9 @@ def test_sync_timeout_runs_undecorated_then_becomes_ready(api, enricher, caplog)
     r = enrich_one(e, "10.3.5.1", "10.9.9.9")
     assert r.src_k8s == {} and e.stats.undecorated == 1
     api.hold_lists.set()
-    wait_for(lambda: e.ready, what="ready after late sync")
+    with caplog.at_level("WARNING", logger="mermin.enrich.k8s"):
+        wait_for(lambda: e.ready, what="ready after late sync")
+    assert any("finished late" in r.getMessage() for r in caplog.records)
     assert enrich_one(e, "10.3.5.1", "10.9.9.9").src_k8s["pod.name"] == "p"
 
 
@@ -152,3 +154,21 @@ def test_stop_is_prompt(kubeconfig):
         e.stop()
         assert time.monotonic() - started < 2.5
         assert not any(i._thread.is_alive() for i in e.informers)
+
+
+def test_watcher_metrics(api, enricher):
+    from mermin.telemetry.metrics import REGISTRY
+
+    def value(kind, event):
+        return REGISTRY.get_sample_value("mermin_k8s_watcher_events_total",
+                                         {"kind": kind, "event": event}) or 0.0
+
+    before = value("pod", "init_done")
+    applied = value("pod", "apply")
+    e = enricher()
+    assert value("pod", "init_done") == before + 1
+    api.add("pods", pod("m", "default", ["10.3.7.1"]))
+    wait_for(lambda: value("pod", "apply") > applied, what="apply metric")
+    enrich_one(e, "10.3.7.1", "10.9.9.9")
+    assert REGISTRY.get_sample_value("mermin_k8s_decorator_flow_spans_total",
+                                     {"status": "ok"}) >= 1

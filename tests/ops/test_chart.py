@@ -376,3 +376,16 @@ def test_rendered_config_passes_mermin_config_check(which, default_docs, custom_
     bad = tmp_path / name
     bad.write_text(text + ("\nno_such_key = 1\n" if name.endswith(".hcl") else "no_such_key: 1\n"))
     assert mermin_main(["config", "check", str(bad)]) != 0
+
+
+def test_hcl_config_must_serve_the_probed_ports():
+    """A config that would leave the probes pointing at nothing fails the render."""
+    bare = {"config": {"content": 'log_level = "info"\n'}}
+    with pytest.raises(MerminError, match=r"serves metrics on port 10250 but ports\.metrics"):
+        render(bare)  # 10250 is also the kubelet's port under hostNetwork
+    ok = render({**bare, "ports": {"metrics": 10250, "health": 8080}})  # agent defaults
+    validate_all(ok)
+    wrong = {"config": {"content": 'internal "metrics" {\n  port = 10260\n}\n'
+                                   'internal "server" {\n  port = 9999\n}\n'}}
+    with pytest.raises(MerminError, match=r"serves server on port 9999 but ports\.health is"):
+        render(wrong)

@@ -117,6 +117,10 @@ def test_summary_debug_and_unknown_routes(metrics_server):
     assert names == set(metrics.metric_names())
     assert _get(f"http://127.0.0.1:{metrics_server.port}/metrics/debug")[0] == 404
     assert _get(f"http://127.0.0.1:{metrics_server.port}/nope")[0] == 404
+    with MetricsServer(MetricsConfig(listen_address="127.0.0.1", port=0,
+                                     debug_metrics_enabled=True)) as debug:
+        status, body = _get(f"http://127.0.0.1:{debug.port}/metrics/debug")
+        assert status == 200 and "mermin_ebpf_map_size" in body
 
 
 def test_serve_metrics_disabled_and_port_in_use(metrics_server):
@@ -354,3 +358,46 @@ def test_kernel_counters_from_a_real_datapath(require_root, bpf_object, metrics_
     unparsed = {s.labels["reason"]: s.value
                 for s in families["mermin_ebpf_unparsed_packets"].samples}
     assert unparsed["ethertype"] == 1.0
+
+
+def test_internal_blocks_from_hcl_with_original_syntax():
+    from mermin.config import parse_config
+
+    cfg = parse_config(
+        'internal "metrics" {\n  port = 9100\n  debug_metrics_enabled = true\n'
+        '  stale_metric_ttl = "2m"\n'
+        '  histogram_buckets {\n    mermin_pipeline_duration_seconds = [0.001, 0.1, 1]\n  }\n}\n'
+        'internal "server" {\n  listen_address = "127.0.0.1"\n  port = 9101\n}\n'
+        'internal "traces" {\n  span_fmt = "full"\n'
+        '  otlp = { endpoint = "http://collector:4317" }\n}\n')
+    assert cfg.internal.metrics.port == 9100 and cfg.internal.metrics.debug_metrics_enabled
+    assert cfg.internal.metrics.stale_metric_ttl == 120.0
+    assert cfg.internal.metrics.histogram_buckets == {
+        "mermin_pipeline_duration_seconds": [0.001, 0.1, 1.0]}
+    assert (cfg.internal.server.listen_address, cfg.internal.server.port) == ("127.0.0.1", 9101)
+    assert cfg.internal.traces.otlp == {"endpoint": "http://collector:4317"}
+
+
+def test_every_metric_object_is_exported():
+    public = {n for n, v in vars(metrics).items() if n.isupper() and hasattr(v, "_name")}
+    assert public <= set(metrics.__all__)
+    assert "KERNEL_COUNTERS" in metrics.__all__
+
+
+def test_import_has_no_side_effects():
+    """Importing the registry starts no thread and opens no socket."""
+    import subprocess
+    import sys
+
+    code = ("import threading, os\n"
+            "import mermin.telemetry, mermin.telemetry.metrics\n"
+            "links = []\n"
+            "for f in os.listdir('/proc/self/fd'):\n"
+            "    try:\n"
+            "        links.append(os.readlink(f'/proc/self/fd/{f}'))\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "print(threading.active_count(), sum(x.startswith('socket:') for x in links))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out == ["1", "0"]

@@ -69,7 +69,7 @@ def write(path: Path, packets: list[Packet], linktype: str = "ether", ng: bool =
         framed.append(f)
     lt = {"ether": 1, "sll": 113, "sll2": 276, "raw": 101}[linktype]
     if ng:
-        wrpcapng(str(path), framed, linktype=lt)
+        wrpcapng(str(path), framed)  # scapy derives the link type from the first frame
     else:
         wrpcap(str(path), framed, linktype=lt)
     return path

@@ -57,7 +57,7 @@ def test_fin_and_rst_endings_with_exact_counts(tmp_path):
     assert (f.packets_total, f.bytes_total) == (len(c2s), sum(len(p) for p in c2s))
     assert (f.rev_packets_total, f.rev_bytes_total) == (len(s2c), sum(len(p) for p in s2c))
     assert f.packets_delta == f.packets_total
-    assert f.start_ns == int(T0 * NS) and f.end_ns == int(round((T0 + 0.01 * 11) * NS))
+    assert f.start_ns == int(T0) * NS and f.end_ns == int(T0) * NS + 110_000_000
     assert f.handshake_latency_ns == 10_000_000  # SYN -> SYN-ACK, 10 ms apart
     assert f.tcp_state in ("time_wait", "closed", "last_ack")
     (r,) = by_port(reports, 40002)
@@ -195,4 +195,5 @@ def test_damaged_packets_are_counted_not_fatal(tmp_path, capsys):
     code, out, err = _cli(capsys, path, "--format", "json")
     assert code == 0 and len(out.splitlines()) == 1
     assert "1 damaged records" in err and "1 too short" in err
-    assert json.loads(out)["flow.packets.total"] == 4
+    sent = sum(1 for p in pkts if p[IP].src == CLIENT)
+    assert json.loads(out)["flow.packets.total"] == sent

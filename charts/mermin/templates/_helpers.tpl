@@ -68,3 +68,25 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- toYaml (uniq $caps) }}
 {{- end }}
+
+{{/*
+The probes and the scrape annotation use .Values.ports: an HCL config must serve the health and
+metrics endpoints on those ports (a block left out means the agent's defaults, 8080 and 10250).
+Fails the render with a clear message instead of shipping pods that never become ready.
+*/}}
+{{- define "mermin.checkPorts" -}}
+{{- if hasSuffix ".hcl" .Values.config.fileName }}
+{{- $config := include "mermin.config" . }}
+{{- range $block, $spec := dict "server" (list $.Values.ports.health 8080 "ports.health") "metrics" (list $.Values.ports.metrics 10250 "ports.metrics") }}
+{{- $want := index $spec 0 | int }}
+{{- $port := index $spec 1 | int }}
+{{- $found := regexFind (printf "(?s)internal\\s+\"%s\"\\s*\\{[^}]*?\\bport\\s*=\\s*[0-9]+" $block) $config }}
+{{- if $found }}
+{{- $port = regexFind "[0-9]+$" $found | int }}
+{{- end }}
+{{- if ne $port $want }}
+{{- fail (printf "config.content serves %s on port %d but %s is %d (the probes and scraping use it): write internal \"%s\" { port = {{ .Values.%s }} } in config.content" $block $port (index $spec 2) $want $block (index $spec 2)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -43,10 +43,12 @@ class MetricsConfig(StrictModel):
     listen_address: str = Field("0.0.0.0", description="Address the metrics server binds to.")
     port: int = Field(10250, ge=0, le=65535, description="TCP port of the metrics server.")
     debug_metrics_enabled: bool = Field(
-        False, description="Also serve /metrics/debug (high-cardinality per-interface series).",
+        False, description="Serve /metrics/debug (404 otherwise). This agent has no separate "
+        "high-cardinality debug series: the path serves the same metrics as /metrics.",
     )
     stale_metric_ttl: Duration = Field(
-        300.0, description="Debug series not updated for this long are removed (e.g. '5m').",
+        300.0, description="Accepted for compatibility (e.g. '5m'); no effect: the original "
+        "expired its per-interface debug series after it, and this agent has none.",
     )
     histogram_buckets: dict[str, list[float]] = Field(
         default_factory=dict,
@@ -76,10 +78,16 @@ class ServerConfig(StrictModel):
 class TracesConfig(StrictModel):
     """Exporter for the agent's own traces (accepted for compatibility; logs go to stderr)."""
 
-    span_fmt: Literal["full"] = Field("full", description="Span format; only 'full' exists.")
-    stdout: Any = Field(None, description="Stdout exporter settings, as in export \"traces\".")
+    span_fmt: Literal["full"] = Field(
+        "full", description="Span format; only 'full' exists. Accepted for compatibility.",
+    )
+    stdout: Any = Field(
+        None, description="Accepted for compatibility; no effect (the agent's own diagnostics "
+        "are its logs and metrics).",
+    )
     otlp: dict[str, Any] | None = Field(
-        None, description="OTLP exporter settings, as in export \"traces\".",
+        None, description="Accepted for compatibility; no effect (the original exported its "
+        "own tracing here).",
     )
 
 

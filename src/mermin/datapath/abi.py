@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "ABI_VERSION",
     "CONFIG_DTYPE",
+    "COUNTER_MAX",
     "DIR_DTYPE",
     "KEY_DTYPE",
     "VALUE_DTYPE",

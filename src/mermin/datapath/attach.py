@@ -180,8 +180,8 @@ class Attacher:
         flags = libbpf.BPF_F_BEFORE if self.tcx_order == "first" else libbpf.BPF_F_AFTER
         try:
             fd = libbpf.link_create(prog_fd, ifindex, _TCX_TYPE[direction], flags)
-        except DatapathError as exc:
-            raise DatapathError(f"attaching TCX {direction} to {att.ifname}: {exc}") from exc
+        except DatapathError as exc:  # keep the type (PermissionDeniedError stays one)
+            raise type(exc)(f"attaching TCX {direction} to {att.ifname}: {exc}") from exc
         att.links[direction] = (fd, None)
         if pin is not None:
             pin.parent.mkdir(parents=True, exist_ok=True)
@@ -327,6 +327,7 @@ class Attacher:
     def _cleanup_tc(self, ifindexes: set[int] | None) -> int:
         if ifindexes is None:
             ifindexes = {link["index"] for link in self.ipr.get_links()}
+            self._drop_stale_qdisc_markers(ifindexes)
         removed = 0
         for ifindex in sorted(ifindexes - set(self._att)):
             for direction in DIRECTIONS:
@@ -336,6 +337,15 @@ class Attacher:
                         removed += 1
             self._maybe_remove_clsact(ifindex)
         return removed
+
+    def _drop_stale_qdisc_markers(self, existing: set[int]) -> None:
+        """Markers of interfaces that are gone (their qdisc went with them)."""
+        if self._qdisc_dir is None or not self._qdisc_dir.is_dir():
+            return
+        for marker in self._qdisc_dir.iterdir():
+            if marker.name.isdigit() and int(marker.name) not in existing:
+                with contextlib.suppress(OSError):
+                    marker.rmdir()
 
     # -- both ---------------------------------------------------------------------------------
     def _undo(self, ifindex: int, att: _Attachment) -> None:

@@ -11,6 +11,7 @@ read are in the value it returns and are never lost between the last read and th
 from __future__ import annotations
 
 import errno
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,7 @@ class FlowMap:
         self._keys = np.zeros(capacity + self.batch_size, KEY_DTYPE)
         self._values = np.zeros(capacity + self.batch_size, VALUE_DTYPE)
         self._token = np.zeros(2, np.uint64)  # resume token (htab: a bucket index)
-        self._one = np.zeros(1, VALUE_DTYPE)
+        self._lock = threading.Lock()  # the read buffers are shared between calls
 
     @property
     def capacity(self) -> int:
@@ -57,6 +58,10 @@ class FlowMap:
 
     def read_all(self) -> tuple[np.ndarray, np.ndarray]:
         """All entries as `(keys[KEY_DTYPE], values[VALUE_DTYPE])` (fresh arrays, same length)."""
+        with self._lock:
+            return self._read_all()
+
+    def _read_all(self) -> tuple[np.ndarray, np.ndarray]:
         self.stats.reads += 1
         total, first = 0, True
         while True:

@@ -242,6 +242,7 @@ class _LogSink:
 
 _sink = _LogSink()
 _lib: ctypes.CDLL | None = None
+_lib_lock = threading.Lock()
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
 _libc.vsnprintf.restype = c_int
@@ -332,22 +333,29 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
 def lib() -> ctypes.CDLL:
     """The loaded libbpf, configured on first use (print callback installed)."""
     global _lib
-    if _lib is None:
-        name = "libbpf.so.1"
-        try:
-            handle = ctypes.CDLL(name, use_errno=True)
-        except OSError as exc:
-            found = ctypes.util.find_library("bpf")
-            raise DatapathError(
-                f"cannot load {name} ({found or 'not found'}): install it (apt install libbpf1)"
-            ) from exc
-        for fn, (restype, argtypes) in _SIGNATURES.items():
-            func = getattr(handle, fn)
-            func.restype = restype
-            func.argtypes = argtypes
-        handle.libbpf_set_print(_print_cb)
-        _lib = handle
+    if _lib is not None:
+        return _lib
+    with _lib_lock:
+        if _lib is None:
+            _lib = _load_lib()
     return _lib
+
+
+def _load_lib() -> ctypes.CDLL:
+    name = "libbpf.so.1"
+    try:
+        handle = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        found = ctypes.util.find_library("bpf")
+        raise DatapathError(
+            f"cannot load {name} ({found or 'not found'}): install it (apt install libbpf1)"
+        ) from exc
+    for fn, (restype, argtypes) in _SIGNATURES.items():
+        func = getattr(handle, fn)
+        func.restype = restype
+        func.argtypes = argtypes
+    handle.libbpf_set_print(_print_cb)
+    return handle
 
 
 def recent_log(lines: int = 50) -> list[str]:

@@ -19,6 +19,7 @@ import ctypes
 import errno
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +104,7 @@ class Datapath:
         self._counter_keys = np.arange(COUNTER_MAX, dtype=np.uint32)
         self._counter_vals = np.zeros((COUNTER_MAX, self._ncpu), np.uint64)
         self._token = np.zeros(2, np.uint64)
+        self._counters_lock = threading.Lock()  # metrics scrapes and the poll loop both read
 
     # -- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -161,6 +163,10 @@ class Datapath:
 
     def counters(self) -> dict[str, int]:
         """Kernel counters summed over CPUs, keyed by lower-case `abi.Counter` names."""
+        with self._counters_lock:
+            return self._read_counters()
+
+    def _read_counters(self) -> dict[str, int]:
         n, _ = libbpf.map_lookup_batch(
             self._counters_fd, None, self._token, self._counter_keys, self._counter_vals,
             COUNTER_MAX,

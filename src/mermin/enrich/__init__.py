@@ -85,11 +85,17 @@ class ChainEnricher:
             e.enrich(reports)
 
 
-def build_enricher(informer: InformerConfig, attributes: AttributesConfig,
+def build_enricher(config: Any, attributes: AttributesConfig | None = None,
                    ) -> K8sEnricher | StaticEnricher | ChainEnricher | None:
-    """The enrichers the config asks for (not started). Kubernetes when `attributes` enables it
-    and credentials exist (in-cluster, kubeconfig_path, $KUBECONFIG or ~/.kube/config); the
+    """The enrichers the config asks for (not started): `build_enricher(root_config)` or
+    `build_enricher(informer_config, attributes_config)`. Kubernetes when `attributes` enables
+    it and credentials exist (in-cluster, kubeconfig_path, $KUBECONFIG or ~/.kube/config); the
     static inventory when `static_inventory` is set. None when neither applies."""
+    if attributes is None:  # the root Config
+        informer: InformerConfig = config.discovery.informer.k8s
+        attributes = config.attributes
+    else:
+        informer = config
     chain: list[Any] = []
     if attributes.enabled:
         if KubeClient.available(informer.kubeconfig_path):

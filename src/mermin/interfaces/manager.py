@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from mermin.errors import DatapathError
+from mermin.errors import DatapathError, PermissionDeniedError
 from mermin.interfaces.hostns import resolve_netns
 from mermin.interfaces.patterns import InterfaceMatcher
 from mermin.interfaces.watcher import Link, LinkEvent, LinkWatcher
@@ -112,6 +112,7 @@ class InterfaceManager:
         self._watcher: LinkWatcher | None = None
         self._orphans_cleaned = False
         self._stopping = False
+        self._denied: PermissionDeniedError | None = None
 
     # -- lifecycle (any thread) ----------------------------------------------------------------
 
@@ -139,6 +140,12 @@ class InterfaceManager:
         except BaseException:
             self._watcher = None
             raise
+        if self._denied is not None and not self._attached:
+            # every attach at start-up was refused for lack of privileges: an agent that can
+            # attach nowhere is a deployment error, not a per-interface problem
+            denied = self._denied
+            self.stop()
+            raise denied
         log.info(
             "interfaces: %d attached of %d present (netns %s, discovery %s)",
             len(self._attached),
@@ -223,9 +230,6 @@ class InterfaceManager:
     # -- LinkHandler (watcher thread) ----------------------------------------------------------
 
     def on_snapshot(self, links: dict[int, Link]) -> None:
-        if not self._orphans_cleaned:  # first snapshot: we are in the namespace, nothing attached
-            self._orphans_cleaned = True
-            self._cleanup_orphans()
         self.stats.resyncs += 1
         now = self._clock()
         for index, link in self._links.items():
@@ -236,6 +240,12 @@ class InterfaceManager:
         self._links = dict(links)
         for index in set(self._attached) | set(links):
             self._reconcile(index)
+        if not self._orphans_cleaned:
+            # first snapshot, inside the namespace: matching interfaces are attached first (so
+            # the attacher can adopt a previous agent's pinned links and keep counting), then
+            # whatever a previous agent left elsewhere is removed
+            self._orphans_cleaned = True
+            self._cleanup_orphans()
         self._publish()
 
     def on_events(self, events: list[LinkEvent]) -> None:
@@ -299,6 +309,8 @@ class InterfaceManager:
         try:
             self.attacher.attach(link.index, link.name)
         except Exception as err:
+            if isinstance(err, PermissionDeniedError):
+                self._denied = err
             if not _exists(link.index):
                 self.stats.vanished += 1
                 log.debug("interface %s (%d) vanished before attach", link.name, link.index)

@@ -104,6 +104,7 @@ class WatcherStats:
     resyncs: int = 0  # full dumps handed over as snapshots (start-up included)
     handler_errors: int = 0
     socket_errors: int = 0
+    loop_errors: int = 0  # unexpected failures of the loop itself (it restarts)
 
 
 class LinkHandler(Protocol):
@@ -390,7 +391,15 @@ class LinkWatcher:
             return
         self._started.set_result(None)
         try:
-            self._loop()
+            while not self._stopping.is_set():
+                try:
+                    self._loop()
+                except Exception:  # a bug must not silently end discovery: log, resync, go on
+                    self.stats.loop_errors += 1
+                    log.exception("netlink watcher loop failed; resyncing")
+                    if self._stopping.wait(0.5):
+                        break
+                    self._reopen()
         finally:
             self._fail_pending_calls()
             self._close_socket()
@@ -401,7 +410,10 @@ class LinkWatcher:
         registered = -1
         last_idle = time.monotonic()
         while not self._stopping.is_set():
-            fd = self._sock.fileno() if self._sock else -1
+            if self._sock is None:  # a failed reopen: try again (waits 1 s on failure)
+                self._reopen()
+                continue
+            fd = self._sock.fileno()
             if fd != registered:
                 if registered >= 0:
                     with contextlib.suppress(KeyError, ValueError):

@@ -34,6 +34,7 @@ __all__ = [
     "BUILD_INFO",
     "CONFIG_RELOADS",
     "DEFAULT_BUCKETS",
+    "EBPF_BPF_FS_WRITABLE",
     "EBPF_MAP_CAPACITY",
     "EBPF_MAP_FILL_RATIO",
     "EBPF_MAP_OPS",

@@ -18,7 +18,7 @@ from mermin.enrich.k8s.ipindex import HOSTNET, Candidate
 from mermin.enrich.k8s.projections import EndpointRef, EndpointSlice, Pod
 from mermin.enrich.k8s.store import ClusterState
 
-__all__ = ["EMPTY", "Attributor", "Entry", "ExtractionRule"]
+__all__ = ["EMPTY", "AttrMap", "Attributor", "Entry", "ExtractionRule"]
 
 OWNER_KIND_NAMES = {"replicaset": "ReplicaSet", "deployment": "Deployment",
                     "statefulset": "StatefulSet", "daemonset": "DaemonSet", "job": "Job",
@@ -75,12 +75,29 @@ class ExtractionRule:
             out[prefix + name] = value
 
 
+class AttrMap(dict):  # type: ignore[type-arg]
+    """A read-only dict: one cached instance is shared by every report of an endpoint (no copy
+    per report). Reading is plain dict speed; changing it raises, copy it first (`dict(m)`)."""
+
+    __slots__ = ()
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("Kubernetes attributes are shared between reports: copy before changing")
+
+    __setitem__ = __delitem__ = _readonly  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = __ior__ = _readonly  # type: ignore[assignment]
+
+
+def _freeze(attrs: dict[str, str]) -> AttrMap:
+    return AttrMap(attrs)
+
+
 @dataclass(slots=True)
 class Entry:
     """Cached result for one address."""
 
-    base: dict[str, str] | None  # attributes when the port does not matter / does not match
-    by_port: dict[int, dict[str, str]] | None  # port -> attributes (container.name, hostNetwork)
+    base: AttrMap | None  # attributes when the port does not matter / does not match
+    by_port: dict[int, AttrMap] | None  # port -> attributes (container.name, hostNetwork)
     pod: Pod | None  # the non-hostNetwork pod owning the address (NetworkPolicy subject/peer)
 
 
@@ -119,23 +136,23 @@ class Attributor:
             elif winner is None:
                 winner = c
         base = None
-        by_port: dict[int, dict[str, str]] = {}
+        by_port: dict[int, AttrMap] = {}
         pod = None
         if winner is not None:
             base = self._attrs(winner)
             if winner.kind == "pod":
                 pod = winner.obj
                 for port, container in (pod.ports or {}).items():
-                    by_port[port] = {**base, "container.name": container}
+                    by_port[port] = _freeze({**base, "container.name": container})
         for c in hostnet:  # a hostNetwork pod claims its node's address for its own ports only
             attrs = None
             for port, container in (c.obj.ports or {}).items():
                 if port not in by_port:
                     attrs = attrs if attrs is not None else self._pod(c.obj)
-                    by_port[port] = {**attrs, "container.name": container}
-        if base is None and not by_port:
+                    by_port[port] = _freeze({**attrs, "container.name": container})
+        if not base and not by_port:
             return EMPTY
-        return Entry(base or None, by_port or None, pod)
+        return Entry(_freeze(base) if base else None, by_port or None, pod)
 
     def _attrs(self, c: Candidate) -> dict[str, str]:
         if c.kind == "pod":

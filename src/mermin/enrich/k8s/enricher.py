@@ -77,6 +77,7 @@ class K8sEnricher:
         self.informers: list[Informer] = []
         self._min_backoff, self._max_backoff = min_backoff, max_backoff
         self._ready = False
+        self._sync_timed_out = False
         self._src_cache: dict[str, Entry] = {}
         self._dst_cache: dict[str, Entry] = {}
         self._policy_cache: dict[tuple[Any, ...], tuple[list[str] | None, list[str] | None]] = {}
@@ -120,6 +121,7 @@ class K8sEnricher:
                 log.warning("k8s: initial sync not finished after %.0fs (waiting for %s); "
                             "exporting flows WITHOUT Kubernetes attributes until it is",
                             timeout, ", ".join(pending))
+                self._sync_timed_out = True
                 return False
         log.info("k8s: initial sync of %d kinds done in %.2fs (%d pods, %d services, %d nodes)",
                  len(self.informers), time.monotonic() - started, len(self.state.pods),
@@ -143,6 +145,9 @@ class K8sEnricher:
         if not self._ready and self.informers and all(i.synced.is_set()
                                                        for i in self.informers):
             self._ready = True
+            if self._sync_timed_out:
+                log.warning("k8s: initial sync finished late; flows carry Kubernetes "
+                            "attributes from now on")
         return self._ready
 
     @property
@@ -199,15 +204,12 @@ class K8sEnricher:
             if len(cache) > CACHE_LIMIT:
                 cache.clear()
 
-    def _entry(self, attributor: Attributor, cache: dict[str, Entry], ip: str) -> Entry:
-        self.stats.cache_misses += 1
-        with self.state.lock:
-            entry = attributor.lookup(ip)
-        cache[ip] = entry
-        return entry
-
     def enrich(self, reports: Sequence[FlowReport]) -> None:
-        """Fill `src_k8s`, `dst_k8s` and `policies_*` of each report in place."""
+        """Fill `src_k8s`, `dst_k8s` and `policies_*` of each report in place.
+
+        The attribute maps and policy lists are cached and shared between reports (read-only
+        `AttrMap`s); consumers must copy before changing them.
+        """
         stats = self.stats
         stats.reports += len(reports)
         if not self._ready and not self._check_ready():
@@ -218,50 +220,55 @@ class K8sEnricher:
         self._count_spans("ok", len(reports))
         src, dst = self._src, self._dst
         scache, dcache = self._src_cache, self._dst_cache
+        sget, dget = scache.get, dcache.get
         policies = bool(self.state.policies_by_ns)
-        hits = 0
+        pcache = self._policy_cache
+        pget = pcache.get
+        misses = src_named = dst_named = 0
         for r in reports:
-            se = de = None
+            spod = dpod = None
             if src is not None:
-                se = scache.get(r.src_addr)
-                if se is None:
-                    se = self._entry(src, scache, r.src_addr)
-                else:
-                    hits += 1
-                a = se.base
-                if se.by_port is not None:
-                    a = se.by_port.get(r.src_port, a)
-                if a:
-                    r.src_k8s = a.copy()
-                    stats.src_named += 1
+                e = sget(r.src_addr)
+                if e is None:
+                    misses += 1
+                    e = self._entry(src, scache, r.src_addr)
+                a = e.base if e.by_port is None else e.by_port.get(r.src_port, e.base)
+                if a is not None:
+                    r.src_k8s = a
+                    src_named += 1
+                spod = e.pod
             if dst is not None:
-                de = dcache.get(r.dst_addr)
-                if de is None:
-                    de = self._entry(dst, dcache, r.dst_addr)
-                else:
-                    hits += 1
-                a = de.base
-                if de.by_port is not None:
-                    a = de.by_port.get(r.dst_port, a)
-                if a:
-                    r.dst_k8s = a.copy()
-                    stats.dst_named += 1
-            if policies:
-                self._policies(r, se.pod if se else None, de.pod if de else None)
-        stats.cache_hits += hits
+                e = dget(r.dst_addr)
+                if e is None:
+                    misses += 1
+                    e = self._entry(dst, dcache, r.dst_addr)
+                a = e.base if e.by_port is None else e.by_port.get(r.dst_port, e.base)
+                if a is not None:
+                    r.dst_k8s = a
+                    dst_named += 1
+                dpod = e.pod
+            if policies and (spod is not None or dpod is not None):
+                key = (r.src_addr, spod, r.dst_addr, dpod, r.dst_port, r.protocol)
+                verdict = pget(key)
+                if verdict is None:
+                    verdict = self._evaluate(key)
+                r.policies_ingress, r.policies_egress = verdict
+        lookups = (src is not None) + (dst is not None)
+        stats.cache_misses += misses
+        stats.cache_hits += lookups * len(reports) - misses
+        stats.src_named += src_named
+        stats.dst_named += dst_named
 
-    def _policies(self, r: FlowReport, src_pod: Any, dst_pod: Any) -> None:
-        if src_pod is None and dst_pod is None:
-            return
-        key = (r.src_addr, src_pod, r.dst_addr, dst_pod, r.dst_port, r.protocol)
-        verdict = self._policy_cache.get(key)
-        if verdict is None:
-            self.stats.policy_evaluations += 1
-            with self.state.lock:
-                ing, egr = evaluate(self.state, r.src_addr, src_pod, r.dst_addr, dst_pod,
-                                    r.dst_port, r.protocol)
-            verdict = self._policy_cache[key] = (ing or None, egr or None)
-        if verdict[0] is not None:
-            r.policies_ingress = list(verdict[0])
-        if verdict[1] is not None:
-            r.policies_egress = list(verdict[1])
+    def _entry(self, attributor: Attributor, cache: dict[str, Entry], ip: str) -> Entry:
+        with self.state.lock:
+            entry = attributor.lookup(ip)
+        cache[ip] = entry
+        return entry
+
+    def _evaluate(self, key: tuple[Any, ...]) -> tuple[list[str] | None, list[str] | None]:
+        self.stats.policy_evaluations += 1
+        src_addr, spod, dst_addr, dpod, dport, proto = key
+        with self.state.lock:
+            ing, egr = evaluate(self.state, src_addr, spod, dst_addr, dpod, dport, proto)
+        verdict = self._policy_cache[key] = (ing or None, egr or None)
+        return verdict

@@ -14,8 +14,10 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from ipaddress import ip_address, ip_network
+from dataclasses import dataclass
+from functools import lru_cache
+from ipaddress import ip_network
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Any
 
 from mermin.config.k8s import AttributesConfig, InformerConfig, MetadataExtraction
@@ -50,7 +52,7 @@ class _Proj:
     def same(self, other: object) -> bool:
         if type(other) is not type(self):
             return False
-        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(self))  # type: ignore[arg-type]
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
 
 
 @dataclass(slots=True, eq=False)
@@ -188,13 +190,20 @@ def _owners(meta: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
                  for r in refs)
 
 
+@lru_cache(maxsize=131072)
+def _canonical_ip(value: str) -> str | None:
+    family = AF_INET6 if ":" in value else AF_INET
+    try:
+        return inet_ntop(family, inet_pton(family, value))
+    except (OSError, ValueError):
+        return None
+
+
 def _valid_ip(value: Any) -> str | None:
+    """The address in canonical text form (as flow reports print it), or None if invalid."""
     if not value or not isinstance(value, str):
         return None
-    try:
-        return str(ip_address(value))
-    except ValueError:
-        return None
+    return _canonical_ip(value)
 
 
 def _selected(rules: list[tuple[frozenset[str], LabelSelector]], namespace: str,
