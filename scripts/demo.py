@@ -33,6 +33,12 @@ CONFIG = """\
 log_level = "info"
 shutdown_timeout = "10s"
 
+pipeline {{
+  flow_capture {{
+    pin_maps = false   # the demo leaves nothing behind
+  }}
+}}
+
 discovery "instrument" {{
   interfaces = ["vethmd{tag}*"]
 }}

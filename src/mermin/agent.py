@@ -121,12 +121,12 @@ class Agent:
         enter_host_netns()
         self.datapath = Datapath.load(
             settings=DatapathSettings(
-                flow_capacity=cfg.pipeline.flow_capture.flow_stats_capacity,
+                flows_capacity=cfg.pipeline.flow_capture.flow_stats_capacity,
                 vxlan_port=cfg.parser.vxlan_port,
                 geneve_port=cfg.parser.geneve_port,
                 wireguard_port=cfg.parser.wireguard_port,
                 replay=False,
-                pin=True,
+                pin=cfg.pipeline.flow_capture.pin_maps,
             )
         )
         self._closers.append(self.datapath.close)

@@ -24,6 +24,12 @@ CONFIG_TEMPLATE = """\
 log_level = "info"
 shutdown_timeout = "15s"
 
+pipeline {{
+  flow_capture {{
+    pin_maps = false
+  }}
+}}
+
 discovery "instrument" {{
   interfaces = [{interfaces}]
 }}

@@ -70,6 +70,14 @@ class FlowCaptureConfig(StrictModel):
             "buffer with it; this agent finds new flows by reading the map in batches."
         ),
     )
+    pin_maps: bool = Field(
+        True,
+        description=(
+            "Pin the kernel maps (and TCX links) under /sys/fs/bpf/mermin_v<ABI> so a restarted "
+            "agent keeps the flows counted meanwhile and can remove a crashed run's "
+            "attachments. false: nothing is pinned and everything goes with the process."
+        ),
+    )
 
 
 class FlowProducerConfig(StrictModel):

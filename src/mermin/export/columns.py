@@ -216,7 +216,8 @@ class _Counters:
 
     _SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)
     _THRESH = np.array([1 << (7 * j) for j in range(1, 10)], dtype=np.uint64)
-    _J = np.arange(10)
+    _KEEP = np.arange(10)[None, :] < np.arange(11)[:, None]  # [length] -> bytes in use
+    _CONT = (np.arange(10)[None, :] < np.arange(11)[:, None] - 1).astype(np.uint8) << 7
 
     def __init__(self) -> None:
         self.get = attrgetter(*(field for _, field in COUNTERS))
@@ -243,16 +244,16 @@ class _Counters:
         except (OverflowError, TypeError, ValueError):  # negative or oversized: slow path
             return [b"".join(k(x) for k, x in zip(self.keys, self.get(r), strict=True))
                     for r in reports]  # fmt: skip
-        nb = 1 + (v[:, :, None] >= self._THRESH).sum(2)  # varint length of each value
+        nb = np.searchsorted(self._THRESH, v, side="right") + 1  # varint length of each value
         rows = np.broadcast_to(self.template, (n, self.width)).copy()
         grow = (nb - 1).astype(np.uint8)
         rows[:, self.len1] += grow
         rows[:, self.len2] += grow
         groups = ((v[:, :, None] >> self._SHIFTS) & np.uint64(0x7F)).astype(np.uint8)
-        groups |= ((nb[:, :, None] - 1) > self._J).astype(np.uint8) << 7  # continuation bits
+        groups |= self._CONT[nb]  # continuation bit on every byte but the last
         rows[:, self.vcols] = groups.reshape(n, 80)
         keep = np.ones((n, self.width), bool)
-        keep[:, self.vcols] = (nb[:, :, None] > self._J).reshape(n, 80)
+        keep[:, self.vcols] = self._KEEP[nb].reshape(n, 80)  # drop the unused varint room
         ends = np.cumsum(keep.sum(1))
         blob = rows[keep].tobytes()
         starts = np.concatenate(([0], ends[:-1]))
