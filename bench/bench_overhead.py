@@ -16,14 +16,17 @@ the root namespace (two pods on one node). iperf3 runs TCP 1 stream, TCP 8 strea
 Runs are interleaved (none, datapath, mermin, peers, none, ...) `--repeat` times and the
 median is reported, because the machine is shared and noisy. Columns of the summary:
 
-    Gbit/s      iperf3's received throughput        kpps   packets through the client veth / s
+    Gbit/s      iperf3's received throughput
+    kpps        packets/s on the wire: TCP segments sent by both namespaces (/proc/net/snmp;
+                a TSO/GSO super-packet counts as its segments), UDP datagrams through the veth
     % none      throughput ratio to the baseline (TCP: Gbit/s, UDP: packets/s sent)
     cpu s/Mpkt  user+system CPU of the observer's processes per million packets
     softirq     system-wide softirq seconds during the run (baseline's shown in its own row)
     RSS MB      observer's resident memory at the end of the run
     acc %       packets the observer reported / truth: UDP = the iperf3 data flow's datagrams
-                (iperf3's count + its 1 connect datagram); TCP = every packet between the two
-                namespaces vs the client veth's counters over the observer's lifetime
+                (iperf3's count + its 1 connect datagram); TCP = every TCP packet between the
+                two namespaces vs the segments their TCP stacks sent during the observer's life
+                (libpcap peers see one GSO super-packet per skb, so they report far fewer)
     drops       what the observer's own loss counters say it lost (kernel map full, unparsed,
                 pcap drops, export gaps)
 
@@ -43,8 +46,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
+from common import (
     TESTS,
+    UDP_OVERHEAD,
     BenchNet,
     cpu_seconds,
     format_table,
@@ -56,7 +60,7 @@ from common import (  # noqa: E402
     run_iperf,
     softirq_seconds,
 )
-from observers import (  # noqa: E402
+from observers import (
     OBSERVERS,
     available,
     ensure_installed,
@@ -84,6 +88,9 @@ class RunResult:
     rss_mb: float
     reported: int | None = None  # packets the observer reported (see `truth`)
     truth: int | None = None
+    server_lost: int = 0  # UDP datagrams iperf3's server did not receive
+    reported_bytes: int | None = None  # UDP only: IP bytes of the data flow
+    truth_bytes: int | None = None
     drops: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -93,39 +100,53 @@ class RunResult:
             return None
         return 100.0 * self.reported / self.truth
 
+    @property
+    def byte_accuracy(self) -> float | None:
+        if self.reported_bytes is None or not self.truth_bytes:
+            return None
+        return 100.0 * self.reported_bytes / self.truth_bytes
+
 
 def measure(net: BenchNet, observer: str, test: str, seconds: float, workdir: Path,
             round_: int = 0, rate: str | None = None) -> RunResult:
     """Start `observer`, run one iperf3 test, stop it, return what was measured."""
     obs = make_observer(observer, workdir)
-    life0 = link_counters(net.host_c)
+    tcp = not test.startswith("udp")
+    seg_life0 = net.tcp_segments() if tcp else 0
     with obs.running(net.host_ifaces):
         time.sleep(SETTLE)
         pids = obs.pids()
+        seg0 = net.tcp_segments() if tcp else 0
         cpu0, irq0, c0 = cpu_seconds(pids), softirq_seconds(), link_counters(net.host_c)
         ip = run_iperf(net, test, seconds, rate)
         c1, irq1 = link_counters(net.host_c), softirq_seconds()
+        seg1 = net.tcp_segments() if tcp else 0
         pids = obs.pids()
         cpu1, rss = cpu_seconds(pids), rss_mb(pids)
-    life = link_counters(net.host_c) - life0
-    window = c1 - c0
+    # packets on the wire: TCP segments (a GSO super-packet is one skb but many segments),
+    # UDP datagrams as the veth counted them
+    packets = seg1 - seg0 if tcp else (c1 - c0).packets
     result = RunResult(
         observer=observer, test=test, round=round_, gbps=ip.gbps,
-        pps=window.packets / ip.seconds if ip.seconds else 0.0, packets=window.packets,
-        cpu_s=max(0.0, cpu1 - cpu0), softirq_s=irq1 - irq0, rss_mb=rss,
+        pps=packets / ip.seconds if ip.seconds else 0.0, packets=packets,
+        server_lost=ip.lost_packets, cpu_s=max(0.0, cpu1 - cpu0), softirq_s=irq1 - irq0, rss_mb=rss,
         drops={k: v for k, v in obs.drops.items() if v}, notes=list(obs.notes),
     )
     if obs.flows is not None:
         if test.startswith("udp"):
-            result.truth = ip.packets_sent + len(ip.ports)  # + iperf3's connect datagram
-            result.reported = sum(
-                sum_flows(obs.flows, net.client_ip, port, net.server_ip, 5201, 17)[0]
-                for port in ip.ports)
+            # iperf3 also sends one 4-byte connect datagram per stream
+            result.truth = ip.packets_sent + len(ip.ports)
+            result.truth_bytes = (ip.bytes_sent + ip.packets_sent * UDP_OVERHEAD
+                                  + len(ip.ports) * (4 + UDP_OVERHEAD))
+            sums = [sum_flows(obs.flows, net.client_ip, port, net.server_ip, 5201, 17)
+                    for port in ip.ports]
+            result.reported = sum(p for p, _ in sums)
+            result.reported_bytes = sum(b for _, b in sums)
         else:
-            result.truth = life.packets
+            result.truth = net.tcp_segments() - seg_life0
             ends = {net.client_ip, net.server_ip}
             result.reported = sum(f.packets for f in obs.flows
-                                  if f.src in ends and f.dst in ends)
+                                  if f.src in ends and f.dst in ends and f.proto == 6)
     return result
 
 
@@ -184,7 +205,7 @@ def summarize(results: list[RunResult]) -> tuple[list[str], list[list[object]]]:
             test, obs, len(group), gbps, pps / 1e3, ratio,
             per_m if user else None, median([r.softirq_s for r in group]),
             median([r.rss_mb for r in group]) if user else None,
-            min(accs) if accs else None,
+            f"{min(accs):.3f}" if accs else None,
             ", ".join(f"{k}={v}" for k, v in drops.items()) or ("0" if accs else None),
         ])
     return headers, rows

@@ -38,6 +38,7 @@ __all__ = [
     "CLK_TCK",
     "REPO",
     "TESTS",
+    "UDP_OVERHEAD",
     "BenchNet",
     "IperfResult",
     "LinkCounters",
@@ -51,6 +52,7 @@ __all__ = [
     "rss_mb",
     "run_iperf",
     "softirq_seconds",
+    "tcp_segments",
     "tree_pids",
 ]
 
@@ -140,6 +142,19 @@ def link_counters(name: str, ns: str | None = None) -> LinkCounters:
     return LinkCounters(*(int(v) for v in out))
 
 
+def tcp_segments(ns: str) -> int:
+    """TCP segments sent by namespace `ns` (TcpOutSegs + TcpRetransSegs of /proc/net/snmp).
+
+    The kernel counts these per wire segment (a TSO/GSO super-packet adds its segment count),
+    so summed over both ends of a connection it is the ground truth for TCP packets.
+    """
+    text = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"],
+                          capture_output=True, text=True, check=True, timeout=10).stdout
+    lines = [line.split() for line in text.splitlines() if line.startswith("Tcp:")]
+    stats = dict(zip(lines[0][1:], lines[1][1:], strict=True))
+    return int(stats["OutSegs"]) + int(stats["RetransSegs"])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -207,6 +222,10 @@ class BenchNet:
     @property
     def host_ifaces(self) -> list[str]:
         return [self.host_c, self.host_s]
+
+    def tcp_segments(self) -> int:
+        """TCP segments sent by the client and the server namespaces, together."""
+        return tcp_segments(self.client_ns) + tcp_segments(self.server_ns)
 
     def __enter__(self) -> BenchNet:
         self.topo = Topology(prefix=self.prefix)

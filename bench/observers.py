@@ -543,7 +543,7 @@ class PmacctObserver(Observer):
             f"imt_path: {self.pipe}\n"
             "imt_mem_pools_number: 0\n"
             # generous core->plugin buffers (CONFIG-KEYS advice against "Missing data")
-            "plugin_pipe_size: 268435456\n"
+            "plugin_pipe_size: 67108864\n"
             "plugin_buffer_size: 65536\n"
             f"pidfile: {self.workdir / 'pmacctd.pid'}\n")
         self._spawn(["pmacctd", "-f", str(conf)])
@@ -655,7 +655,7 @@ def available(name: str) -> str | None:
 
         try:
             find_object_path()
-        except Exception as exc:  # noqa: BLE001 - reported as the reason
+        except Exception as exc:
             return str(exc)
     return None
 

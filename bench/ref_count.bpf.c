@@ -33,6 +33,10 @@ struct {
 	__type(value, __u64);
 } REF_FLOWS SEC(".maps");
 
+/* bench_new_flows: a fresh key per run, as in mermin.bpf.c (0: the code is removed) */
+const volatile __u8 bench_new_flows = 0;
+__u32 bench_seq;
+
 char LICENSE[] SEC("license") = "GPL";
 
 static __always_inline int ref_ports(void *l4, void *end, __u8 proto, struct ref_key *k)
@@ -81,6 +85,8 @@ int ref_count(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	}
 
+	if (bench_new_flows)
+		*(__u32 *)&k.dst[12] ^= bench_seq++;
 	n = bpf_map_lookup_elem(&REF_FLOWS, &k);
 	if (n)
 		__sync_fetch_and_add(n, 1);

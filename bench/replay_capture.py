@@ -36,7 +36,6 @@ def generate_capture(path: str | Path, packets: int = 1_000_000, per_tcp: int = 
     n_udp = max(1, udp_packets // per_udp)
     n_tcp = max(1, (packets - n_udp * per_udp) // per_tcp)
     rng = np.random.default_rng(7)
-    convs = []  # (start_s, protocol, index)
     tcp_script = _tcp_script(per_tcp)
     starts = rng.uniform(0, 600, n_tcp + n_udp)
     ts_list, conv_list, step_list = [], [], []
@@ -74,6 +73,5 @@ def generate_capture(path: str | Path, packets: int = 1_000_000, per_tcp: int = 
         sec = base + int(t)
         out += _REC.pack(sec, int((t % 1) * 1e6), frame_len, frame_len)
         out += _ETH + ip + l4 + bytes(payload)
-        convs.append(c)
     Path(path).write_bytes(out)
     return {"tcp": n_tcp, "udp": n_udp, "packets": len(order)}

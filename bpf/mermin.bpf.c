@@ -27,6 +27,14 @@ const volatile struct mermin_config cfg = {
 	.replay = 0,
 };
 
+/*
+ * Benchmark only (bench/bench_datapath.py): when set, each packet's key gets a fresh
+ * value, so every run of a repeated BPF_PROG_TEST_RUN inserts a new flow. It is 0 in
+ * production, where the verifier removes the code it guards.
+ */
+const volatile __u8 bench_new_flows = 0;
+__u32 bench_seq;
+
 #include "maps.bpf.h"
 #include "tunnel.bpf.h"
 #include "clock.bpf.h"
@@ -330,6 +338,8 @@ __noinline int flow_account(struct scratch *s)
 			return -ret;
 	}
 	p->side = normalize(&p->key);
+	if (bench_new_flows)
+		*(__u32 *)&p->key.addr_b[12] ^= bench_seq++;
 	v = bpf_map_lookup_elem(&FLOWS, &p->key);
 	if (!v)
 		return flow_create(s);

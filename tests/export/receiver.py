@@ -9,6 +9,7 @@ Also a byte-counting TCP relay, to see on the wire whether gRPC requests were co
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import socket
@@ -92,7 +93,9 @@ class _Base:
     def spans(self) -> list[Any]:
         with self.lock:
             reqs = [r.request for r in self.received]
-        return [s for q in reqs for rs in q.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        return [
+            s for q in reqs for rs in q.resource_spans for ss in rs.scope_spans for s in ss.spans
+        ]
 
     def span_count(self) -> int:
         return len(self.spans())
@@ -123,7 +126,8 @@ class _Servicer(tsg.TraceServiceServicer):
                 info = error_details_pb2.RetryInfo()
                 info.retry_delay.FromNanoseconds(int(reply.retry_delay * 1e9))
                 status.details.add().Pack(info)
-            context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+            details = status.SerializeToString()
+            context.set_trailing_metadata((("grpc-status-details-bin", details),))
             context.abort(reply.grpc_code, status.message)
         headers = {m.key: m.value for m in context.invocation_metadata()}
         o.record(Received(request, headers, request.ByteSize(), gzip=False))
@@ -302,10 +306,8 @@ class HttpReceiver(_Base):
         with self.lock:
             conns = list(self._conns)
         for c in conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
@@ -363,18 +365,14 @@ class TcpRelay:
         except OSError:
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
 
     def close(self) -> None:
         self._stop.set()
         self._sock.close()
         for c in self._conns:
-            try:
+            with contextlib.suppress(OSError):
                 c.close()
-            except OSError:
-                pass
         for t in self._threads:
             t.join(2)

@@ -241,7 +241,9 @@ def test_config_defaults_are_the_originals() -> None:
 
 
 def test_config_forms_and_rejections() -> None:
-    e = ExportConfig.model_validate({"traces": {"stdout": "json", "otlp": {"endpoint": "otel:4317"}}})
+    e = ExportConfig.model_validate(
+        {"traces": {"stdout": "json", "otlp": {"endpoint": "otel:4317"}}}
+    )
     assert e.traces.stdout is not None and e.traces.stdout.format == "json"
     assert e.traces.otlp is not None and e.traces.otlp.endpoint == "http://otel:4317"
     legacy = ExportConfig.model_validate({"traces": {"stdout": {"format": "text_indent"}}})
@@ -268,7 +270,9 @@ def test_secrets_hidden_in_config_dumps_and_errors() -> None:
     for text in (repr(c), str(c), str(c.model_dump(mode="json", by_alias=True))):
         assert "pw-s3cr3t" not in text
     with pytest.raises(ValidationError) as err:
-        OtlpConfig.model_validate({"auth": {"bearer": "tok-s3cr3t", "basic": {"user": "u", "pass": "p"}}})
+        OtlpConfig.model_validate(
+            {"auth": {"bearer": "tok-s3cr3t", "basic": {"user": "u", "pass": "p"}}}
+        )
     # pydantic's own str() shows the input; the config loader formats only the message
     assert all("tok-s3cr3t" not in str(e["msg"]) for e in err.value.errors())
     assert ("authorization", "Basic Ym9iOnB3LXMzY3IzdA==") in auth_headers(c)

@@ -105,8 +105,9 @@ def test_every_attribute_type_resource_scope(protocol: str, exporters: list) -> 
             assert (scope.name, scope.version) == ("mermin", mermin.__version__)
             if protocol != "grpc":
                 assert rec.path == "/v1/traces" and rec.gzip
-                want_ct = "application/json" if protocol == "http_json" else "application/x-protobuf"
-                assert rec.headers["content-type"] == want_ct
+                json_ct, pb_ct = "application/json", "application/x-protobuf"
+                want = json_ct if protocol == "http_json" else pb_ct
+                assert rec.headers["content-type"] == want
             assert rec.headers["user-agent"].startswith("mermin/")
     assert resource["k8s.cluster.uid"] == "cluster-uid-1" and resource["k8s.node.name"] == "n1"
 
@@ -174,8 +175,8 @@ def test_tls_and_mtls(protocol: str, pki: Pki, exporters: list) -> None:
         skip = run(exporters, make(rx.endpoint, protocol, tls={"insecure_skip_verify": True}))
         skip.export(flow_reports(2))
         assert skip.force_flush(10) and skip.stats.exported == 2
-        wrong_ca = run(exporters, make(rx.endpoint, protocol, tls={"ca_cert": str(pki.other_ca_cert)},
-                                       **fast_fail))  # fmt: skip
+        other = {"ca_cert": str(pki.other_ca_cert)}
+        wrong_ca = run(exporters, make(rx.endpoint, protocol, tls=other, **fast_fail))
         wrong_ca.export(flow_reports(2))
         assert wrong_ca.force_flush(10)
         assert wrong_ca.stats.exported == 0 and wrong_ca.stats.dropped["export_failed"] == 2

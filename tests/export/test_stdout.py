@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -61,7 +62,5 @@ def test_closed_pipe_is_counted_not_raised() -> None:
     assert ex.stats.exported == 0
     assert ex.stats.dropped["closed_pipe"] == 5
     assert "closed" in (ex.stats.last_error or "")
-    try:
+    with contextlib.suppress(BrokenPipeError):
         stream.close()
-    except BrokenPipeError:
-        pass

@@ -25,6 +25,7 @@ import bisect
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -63,7 +64,8 @@ class ApiServer:
     """The cluster state plus an HTTP server on 127.0.0.1:<ephemeral>. Use as a context manager.
     """
 
-    def __init__(self, token: str = "test-token", bookmark_interval: float = 0.5) -> None:
+    def __init__(self, token: str = "test-token", bookmark_interval: float = 0.5,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.gone_as_http = False
@@ -83,6 +85,10 @@ class ApiServer:
         self._closing = False
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
+        self.scheme = "http"
+        if ssl_context is not None:  # HTTPS, like a real API server (TLS handshake on accept)
+            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
+            self.scheme = "https"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
                                         daemon=True, name="k8s-apiserver")
 
@@ -90,7 +96,7 @@ class ApiServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
 
     def __enter__(self) -> ApiServer:
         self._thread.start()
@@ -205,7 +211,8 @@ class ApiServer:
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         url = urlsplit(h.path)
         q = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        if h.headers.get("Authorization") != f"Bearer {self.token}":
+        scheme, _, credential = (h.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or credential != self.token:  # scheme is case-insensitive
             self._reply(h, 401, json.dumps(_status(401, "Unauthorized", "bad token")).encode())
             return
         plural = _PATHS.get(url.path.rstrip("/"))

@@ -107,3 +107,13 @@ def test_build_enricher_from_root_config(kubeconfig):
         "kubeconfig_path": str(kubeconfig)}}}})
     e = build_enricher(cfg)
     assert isinstance(e, K8sEnricher) and e.config.kubeconfig_path == str(kubeconfig)
+
+
+def test_enrichers_follow_the_protocol(inventory):
+    from mermin.enrich import Enricher
+
+    static = StaticEnricher(inventory)
+    k8s = K8sEnricher(InformerConfig())  # not started: no connection made
+    assert isinstance(static, Enricher) and isinstance(k8s, Enricher)
+    assert isinstance(ChainEnricher([k8s, static]), Enricher)
+    assert not k8s.ready  # nothing synced yet

@@ -172,3 +172,36 @@ def test_watcher_metrics(api, enricher):
     enrich_one(e, "10.3.7.1", "10.9.9.9")
     assert REGISTRY.get_sample_value("mermin_k8s_decorator_flow_spans_total",
                                      {"status": "ok"}) >= 1
+
+
+def test_in_cluster_service_account_over_tls(tmp_path, monkeypatch):
+    """The in-cluster path: KUBERNETES_SERVICE_HOST/PORT, the service-account token and CA
+    files (their well-known paths pointed at test files), HTTPS verified against the CA."""
+    import kubernetes.config.incluster_config as incluster
+    from tests.k8s.tls import make_tls
+
+    ca, ctx = make_tls(tmp_path)
+    token = tmp_path / "token"
+    token.write_text("sa-token")
+    with ApiServer(token="sa-token", ssl_context=ctx) as server:
+        server.add("pods", pod("p", "default", ["10.3.8.1"]))
+        host, port = server.url.removeprefix("https://").split(":")
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+        monkeypatch.setattr(incluster, "SERVICE_TOKEN_FILENAME", str(token))
+        monkeypatch.setattr(incluster, "SERVICE_CERT_FILENAME", str(ca))
+        e = K8sEnricher(InformerConfig(informers_sync_timeout=10))
+        try:
+            e.start()
+            assert e._client.source == "in-cluster service account"
+            assert e.ready
+            assert enrich_one(e, "10.3.8.1", "10.9.9.9").src_k8s["pod.name"] == "p"
+        finally:
+            e.stop()
+
+
+def test_malformed_kubeconfig_is_one_clear_error(tmp_path):
+    bad = tmp_path / "kubeconfig"
+    bad.write_text("clusters: [\n")
+    with pytest.raises(KubernetesError, match="kubeconfig"):
+        K8sEnricher(InformerConfig(kubeconfig_path=str(bad))).start()

@@ -7,14 +7,9 @@ import struct
 
 import communityid
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
-
-from mermin import cli
-from mermin.config.span import SpanConfig
-from mermin.flows.record import EndReason, SpanKind
-from mermin.replay import ReplaySettings, open_capture, replay_capture
 from tests.replay.captures import (
     CLIENT,
     CLIENT6,
@@ -27,6 +22,11 @@ from tests.replay.captures import (
     vxlan,
     write,
 )
+
+from mermin import cli
+from mermin.config.span import SpanConfig
+from mermin.flows.record import EndReason, SpanKind
+from mermin.replay import ReplaySettings, open_capture, replay_capture
 
 pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("require_root", "bpf_object")]
 NS = 1_000_000_000
@@ -197,3 +197,22 @@ def test_damaged_packets_are_counted_not_fatal(tmp_path, capsys):
     assert "1 damaged records" in err and "1 too short" in err
     sent = sum(1 for p in pkts if p[IP].src == CLIENT)
     assert json.loads(out)["flow.packets.total"] == sent
+
+
+def test_config_applies_span_timeouts_and_filters(tmp_path, capsys):
+    udp = [at(IP(src=CLIENT, dst=SERVER) / UDP(sport=5000, dport=53), t) for t in (0, 1, 20, 21)]
+    tcp = tcp_conversation(0.5, sport=47000, data=1)
+    path = write(tmp_path / "mix.pcap", sorted(udp + tcp, key=lambda p: p.time))
+    config = tmp_path / "mermin.hcl"
+    config.write_text(
+        'span {\n  udp_timeout = "10s"\n  poll_interval = "1s"\n}\n'
+        'filter "network" {\n  transport = { match = ["udp"] }\n}\n'
+        'export "traces" {\n  stdout = { format = "text" }\n}\n'
+    )
+    code, out, err = _cli(capsys, path, "--format", "json", "-c", config)
+    assert code == 0, err
+    reports = [json.loads(line) for line in out.splitlines()]
+    # the TCP flow is filtered out; the UDP flow is split by the 10 s udp_timeout
+    assert [(r["network.transport"], r["flow.end_reason"], r["flow.packets.total"])
+            for r in reports] == [("udp", "idle_timeout", 2), ("udp", "forced_end", 2)]  # fmt: skip
+    assert len({r["trace_id"] for r in reports}) == 2

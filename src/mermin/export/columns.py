@@ -196,19 +196,29 @@ def _k8s_key(meta: dict[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]] | 
     return (tuple(meta), tuple(meta.values())) if meta else None
 
 
-def _policies(key: str) -> Callable[[Any], bytes]:
-    return lambda v: b"" if v is None else attr(key, list(v))
+def _icmp_tunnel(key: tuple[Any, ...]) -> bytes:
+    """ICMP then SPI/tunnel attributes (adjacent, and usually all absent: one lookup)."""
+    return _icmp(key[:5]) + _tunnel(key[5:])
 
 
-def _policy_key(values: list[str] | None) -> tuple[str, ...] | None:
-    return tuple(values) if values else None
+def _tail_key(r: FlowReport) -> tuple[Any, ...]:
+    pi, pe = r.policies_ingress, r.policies_egress
+    return (tuple(pi) if pi else None, tuple(pe) if pe else None, r.process_pid, r.process_name)
 
 
-def _process(key: tuple[int | None, str | None]) -> bytes:
-    pid, name = key
-    return (b"" if pid is None else attr("process.pid", pid)) + (
-        b"" if name is None else attr("process.executable.name", name)
-    )
+def _tail(key: tuple[Any, ...]) -> bytes:
+    """NetworkPolicy lists then process attributes."""
+    pi, pe, pid, name = key
+    out = b""
+    if pi is not None:
+        out += attr("network.policies.ingress", list(pi))
+    if pe is not None:
+        out += attr("network.policies.egress", list(pe))
+    if pid is not None:
+        out += attr("process.pid", pid)
+    if name is not None:
+        out += attr("process.executable.name", name)
+    return out
 
 
 class _Counters:
@@ -276,13 +286,10 @@ class ColumnEncoder:
         self.tcp = _Cache(_tcp, c)
         self.retrans = _Cache(_retrans, c)
         self.ip = _Cache(_ip, c)
-        self.icmp = _Cache(_icmp, c)
-        self.tunnel = _Cache(_tunnel, c)
+        self.icmp_tunnel = _Cache(_icmp_tunnel, c)
         self.src_k8s = _Cache(_k8s("source.k8s."), c)
         self.dst_k8s = _Cache(_k8s("destination.k8s."), c)
-        self.pol_in = _Cache(_policies("network.policies.ingress"), c)
-        self.pol_eg = _Cache(_policies("network.policies.egress"), c)
-        self.process = _Cache(_process, c)
+        self.tail = _Cache(_tail, c)
         self.framing = _Cache(lambda n: b"\x12" + varint(n), c)  # ScopeSpans.spans tag + length
         self.counters = _Counters()
         self.latency = IntKey("flow.tcp.handshake.latency")
@@ -295,11 +302,12 @@ class ColumnEncoder:
         self.g_retrans = g("retransmits", "rev_retransmits")
         self.g_ip = g("ip_version", "dscp", "ecn", "ttl", "flow_label", "rev_dscp", "rev_ecn",
                       "rev_ttl", "rev_flow_label")  # fmt: skip
-        self.g_icmp = g("ip_version", "icmp_type", "icmp_code", "rev_icmp_type", "rev_icmp_code")
-        self.g_tunnel = g("protocol", "spi", "rev_spi", "tunnel_type", "tunnel_id",
-                          "tunnel_src_addr", "tunnel_dst_addr", "tunnel_src_port",
-                          "tunnel_dst_port", "tunnel_ip_version", "tunnel_protocol")  # fmt: skip
-        self.g_process = g("process_pid", "process_name")
+        self.g_icmp_tunnel = g(
+            "ip_version", "icmp_type", "icmp_code", "rev_icmp_type", "rev_icmp_code",
+            "protocol", "spi", "rev_spi", "tunnel_type", "tunnel_id", "tunnel_src_addr",
+            "tunnel_dst_addr", "tunnel_src_port", "tunnel_dst_port", "tunnel_ip_version",
+            "tunnel_protocol",
+        )  # fmt: skip
 
     def _community(self, reports: Sequence[FlowReport]) -> list[bytes]:
         raw = list(map(str.encode, map(attrgetter("community_id"), reports)))
@@ -341,13 +349,10 @@ class ColumnEncoder:
             [b"" if v is None else lat(v) for v in map(attrgetter("handshake_latency_ns"), rs)],
             map(self.retrans.__getitem__, map(self.g_retrans, rs)),
             map(self.ip.__getitem__, map(self.g_ip, rs)),
-            map(self.icmp.__getitem__, map(self.g_icmp, rs)),
-            map(self.tunnel.__getitem__, map(self.g_tunnel, rs)),
+            map(self.icmp_tunnel.__getitem__, map(self.g_icmp_tunnel, rs)),
             map(self.src_k8s.__getitem__, map(_k8s_key, map(attrgetter("src_k8s"), rs))),
             map(self.dst_k8s.__getitem__, map(_k8s_key, map(attrgetter("dst_k8s"), rs))),
-            map(self.pol_in.__getitem__, map(_policy_key, map(attrgetter("policies_ingress"), rs))),
-            map(self.pol_eg.__getitem__, map(_policy_key, map(attrgetter("policies_egress"), rs))),
-            map(self.process.__getitem__, map(self.g_process, rs)),
+            map(self.tail.__getitem__, map(_tail_key, rs)),
         ]
         spans = list(map(b"".join, zip(*columns, strict=True)))
         return list(map(bytes.__add__, map(self.framing.__getitem__, map(len, spans)), spans))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -101,7 +102,7 @@ class FlowTable:
         counters: Callable[[], Mapping[str, int]] | None = None,
         ifname: Callable[[int], str | None] | None = None,
         capacity: int | None = None,
-        metrics: bool = False,
+        metrics: bool = True,
     ) -> None:
         from mermin.flows.clock import BootClock
 
@@ -118,6 +119,7 @@ class FlowTable:
         self._size = 0
         self._grow(1024)
         self._map_full_logged = 0.0
+        self._created_counted = 0
 
     # --- userspace state -------------------------------------------------------------------
 
@@ -344,20 +346,21 @@ class FlowTable:
         self.stats.map_full = value
 
     def _count(self, reports: list[FlowReport]) -> None:
+        counts = Counter(r.end_reason for r in reports)
         by = self.stats.reports_by_reason
-        for r in reports:
-            by[r.end_reason] = by.get(r.end_reason, 0) + 1
+        for reason, n in counts.items():
+            by[reason] = by.get(reason, 0) + n
         self.stats.reports += len(reports)
-        if self._metrics and reports is not None:
-            from mermin.telemetry import metrics
+        if not self._metrics:
+            return
+        from mermin.telemetry import metrics
 
-            metrics.FLOW_SPANS_ACTIVE.set(self.stats.flows_active)
-            metrics.POLL_DURATION.observe(self.stats.last_poll_seconds)
-            pk = sum(r.packets_delta + r.rev_packets_delta for r in reports)
-            by_ = sum(r.bytes_delta + r.rev_bytes_delta for r in reports)
-            metrics.INTERFACE_PACKETS.inc(pk)
-            metrics.INTERFACE_BYTES.inc(by_)
-            for reason in {r.end_reason for r in reports}:
-                metrics.FLOW_REPORTS.labels(reason=reason).inc(
-                    sum(1 for r in reports if r.end_reason == reason)
-                )
+        created = self.stats.flows_created
+        metrics.FLOW_SPANS_CREATED.inc(created - self._created_counted)
+        self._created_counted = created
+        metrics.FLOW_SPANS_ACTIVE.set(self.stats.flows_active)
+        metrics.POLL_DURATION.observe(self.stats.last_poll_seconds)
+        metrics.INTERFACE_PACKETS.inc(sum(r.packets_delta + r.rev_packets_delta for r in reports))
+        metrics.INTERFACE_BYTES.inc(sum(r.bytes_delta + r.rev_bytes_delta for r in reports))
+        for reason, n in counts.items():
+            metrics.FLOW_REPORTS.labels(reason=reason).inc(n)

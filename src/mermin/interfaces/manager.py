@@ -116,10 +116,14 @@ class InterfaceManager:
 
     # -- lifecycle (any thread) ----------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> None:
-        """Enter the namespace, clean up orphans, attach to matching interfaces, start watching.
+    def start(self, timeout: float | None = None) -> None:
+        """Enter the namespace, attach to the matching interfaces, remove a previous agent's
+        leftovers, start watching; return when the initial scan is done.
 
-        Raises DatapathError/PermissionDeniedError when the namespace or netlink is unusable.
+        The scan takes as long as the kernel needs: about 28 ms per interface with TCX, 6 ms
+        with TC (docs/bench/interfaces.md), so by default there is no time limit; each step is
+        a bounded system call. Raises DatapathError/PermissionDeniedError when the namespace
+        or netlink is unusable, or when every attach was refused for lack of privileges.
         Attach failures on single interfaces are counted and logged, never raised.
         """
         if self._watcher is not None:

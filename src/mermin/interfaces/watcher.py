@@ -322,7 +322,7 @@ class LinkWatcher:
 
     # -- public API (any thread) -------------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float | None = 30.0) -> None:
         """Start the thread; return after the first snapshot was handled (re-raise its error)."""
         if self._thread is not None:
             raise RuntimeError("watcher already started")

@@ -38,17 +38,12 @@ def _settings_from_config(config: object | None) -> ReplaySettings:
 
 
 def _exporters(config: object) -> list[object]:
-    """The config's exporters except stdout ones (replay prints reports itself)."""
-    from mermin.export import build_exporters  # type: ignore[attr-defined]
+    """The config's exporters except stdout (replay prints reports itself, in --format)."""
+    from mermin.export import build_exporters
+    from mermin.export.resource import build_resource
 
-    try:
-        from mermin.export.resource import build_resource  # type: ignore[import-not-found]
-
-        resource = build_resource({})
-    except ImportError:
-        resource = {"service.name": "mermin"}
-    exporters = build_exporters(config.export, resource)  # type: ignore[attr-defined]
-    return [e for e in exporters if not str(getattr(e, "name", "")).startswith("stdout")]
+    exporters = build_exporters(config.export, build_resource({}))  # type: ignore[attr-defined]
+    return [e for e in exporters if getattr(e, "name", "") != "stdout"]
 
 
 def summary(result: ReplayResult) -> str:

@@ -83,7 +83,7 @@ def replay_capture(capture: Capture, settings: ReplaySettings, sink: Sink) -> Re
         # addresses, so direction comes from the packets and every span is INTERNAL.
         table = FlowTable(
             dp.flows, settings.span, ManualClock(), direction=DirectionResolver(None),
-            counters=dp.counters,
+            counters=dp.counters, metrics=False,
         )  # fmt: skip
         prog = dp.program_fd("mermin_ingress")
         pkts = capture.packets

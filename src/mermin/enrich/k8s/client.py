@@ -58,6 +58,12 @@ class KubeClient:
             raise KubernetesError(
                 f"no Kubernetes credentials: {exc}; run inside a pod with a service account or "
                 "set discovery \"informer\" \"k8s\" { kubeconfig_path }") from exc
+        except KubernetesError:
+            raise
+        except Exception as exc:  # unreadable/malformed kubeconfig (YAML, missing keys)
+            raise KubernetesError(
+                f"cannot use the kubeconfig ({type(exc).__name__}: {exc}); fix the file or "
+                "discovery \"informer\" \"k8s\" { kubeconfig_path }") from exc
         cfg.connection_pool_maxsize = pool_size
         self.host = cfg.host
         self.api = client.ApiClient(cfg)

@@ -65,7 +65,8 @@ class K8sEnricher:
         self._client = client
         self._projector = Projector(self.config, self.attributes)
         self._src = self._attributor("source")
-        self._dst = self._attributor("destination")
+        same = self.attributes.k8s("source") == self.attributes.k8s("destination")
+        self._dst = self._src if same else self._attributor("destination")
         tags = frozenset().union(*(a.tags for a in (self._src, self._dst) if a is not None))
         relation_kinds = {r.kind for r in self.config.selector_relations}
         label_kinds = set()
@@ -79,7 +80,8 @@ class K8sEnricher:
         self._ready = False
         self._sync_timed_out = False
         self._src_cache: dict[str, Entry] = {}
-        self._dst_cache: dict[str, Entry] = {}
+        # both directions configured alike (the default): one resolver, one cache
+        self._dst_cache: dict[str, Entry] = self._src_cache if same else {}
         self._policy_cache: dict[tuple[Any, ...], tuple[list[str] | None, list[str] | None]] = {}
         self._gen = -1
         self._pgen = -1

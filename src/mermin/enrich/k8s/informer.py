@@ -61,6 +61,7 @@ class Informer:
         self.relists = 0
         self.reconnects = 0
         self.last_error = ""
+        self._warned = ""  # the error last logged at warning level (reset on success)
         self._stop = threading.Event()
         self._resp: Any = None
         self._thread = threading.Thread(target=self._run, name=f"k8s-{self.kind}", daemon=True)
@@ -97,10 +98,12 @@ class Informer:
                 if self._stop.is_set():
                     break
                 self.reconnects += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exc}"
                 self.on_event(self.kind, "error", 1)
-                log.warning("k8s %s: %s; retrying in %.1fs", self.kind, self.last_error,
-                            backoff)
+                # one warning per distinct error; repeats go to debug until it changes
+                level = logging.DEBUG if error == self._warned else logging.WARNING
+                self.last_error = self._warned = error
+                log.log(level, "k8s %s: %s; retrying in %.1fs", self.kind, error, backoff)
                 self._stop.wait(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, self.max_backoff)
             finally:
@@ -119,6 +122,7 @@ class Informer:
             raise _Gone()
         if resp.status != 200:
             raise ApiStatusError(resp.status, self.resource.path, resp.read())
+        self._warned = ""
         return resp
 
     def _list(self) -> None:
