@@ -220,6 +220,9 @@ def main() -> int:
         heap_mb = None
         if args.tracemalloc:
             heap_mb = tracemalloc.get_traced_memory()[0] / 2**20
+            if os.environ.get("BENCH_TOP"):
+                for stat in tracemalloc.take_snapshot().statistics("lineno")[:15]:
+                    print(stat, file=sys.stderr)
             tracemalloc.stop()
         cache_mb = rss_mb() - base
         st = enricher.state

@@ -126,13 +126,13 @@ static __always_inline int parse_packet(struct __sk_buff *skb, struct packet *p)
 		.end = (void *)(long)skb->data_end,
 		.off = &p->off,
 	};
-	int next = ETH_P_TEB_;	/* a TC packet starts with its Ethernet header */
+	int next = ETH_P_TEB;	/* a TC packet starts with its Ethernet header */
 	int layer, ret;
 
 	/* verifier: a real (bounded) loop keeps one copy of the walkers for both layers */
 #pragma clang loop unroll(disable)
 	for (layer = 0; layer < LAYERS; layer++) {
-		if (next == ETH_P_TEB_)
+		if (next == ETH_P_TEB)
 			next = parse_eth(&c, p);
 		if (next < 0)
 			return next;

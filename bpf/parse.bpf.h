@@ -31,9 +31,8 @@
 
 #define MAX_VLAN_TAGS 3		/* 802.1Q / 802.1ad tags walked per Ethernet header */
 #define MAX_IPV6_EXT 8		/* IPv6 extension headers walked per IPv6 header */
-#define MAX_HDR_OFF 0xfff	/* headers must start in the first 4 KiB (mask, see cursor_ptr) */
+#define MAX_HDR_OFF 0xfff	/* headers must start in the first 4 KiB (see cursor_ptr) */
 
-#define ETH_P_TEB_ 0x6558	/* Transparent Ethernet Bridging: "an Ethernet header follows" */
 #define ETH_P_QINQ_OLD 0x9100	/* pre-standard QinQ outer tag */
 
 #define TCP_FIN 0x01
@@ -50,8 +49,9 @@ enum frag_kind {
 };
 
 /*
- * Where parsing stands: the next header starts at data + *off. *off lives in the
- * per-CPU scratch value (struct packet), not on the stack; see cursor_ptr() for why.
+ * Where parsing stands: the next header starts at data + *off. *off lives in the per-CPU
+ * scratch value (struct packet), not on the stack; see cursor_ptr() for why. As a "next
+ * protocol", ETH_P_TEB (0x6558) means "an Ethernet header follows".
  */
 struct cursor {
 	void *data;

@@ -4,7 +4,7 @@
  *
  * Same contract as parse.bpf.h. decap() looks at a parsed outer packet; when it is a
  * tunnel we open (VXLAN, Geneve, GRE, IP-in-IP, 6in4, 4in6, ip6ip6) it copies the outer
- * header into p->tun and returns the ethertype of what follows (ETH_P_TEB_ when an
+ * header into p->tun and returns the ethertype of what follows (ETH_P_TEB when an
  * Ethernet header follows), so the caller parses the inner packet as the flow.
  * 0 means "not a tunnel we open": the outer packet is the flow.
  * WireGuard cannot be opened: parse_wireguard() only records its receiver index.
@@ -49,7 +49,7 @@ struct geneve_hdr_ {
 
 static __always_inline int inner_ethertype_ok(int proto)
 {
-	return proto == ETH_P_IP || proto == ETH_P_IPV6 || proto == ETH_P_TEB_;
+	return proto == ETH_P_IP || proto == ETH_P_IPV6 || proto == ETH_P_TEB;
 }
 
 /* GRE version 0 (RFC 2784/2890): optional checksum, key, sequence number */
@@ -96,7 +96,7 @@ static __always_inline int parse_vxlan(struct cursor *c, __u32 *vni)
 		return 0;	/* no valid VNI: not VXLAN, stays a UDP flow */
 	*vni = bpf_ntohl(h->vni) >> 8;
 	cursor_skip(c, sizeof(*h));
-	return ETH_P_TEB_;
+	return ETH_P_TEB;
 }
 
 static __always_inline int parse_geneve(struct cursor *c, __u32 *vni)

@@ -113,12 +113,10 @@ class Agent:
         leaving nothing attached."""
         from mermin.datapath.attach import Attacher
         from mermin.datapath.loader import Datapath, DatapathSettings
-        from mermin.interfaces.hostns import enter_host_netns
 
         cfg = self.config
         self._setup_logging(cfg)
         self._start_telemetry(cfg)
-        enter_host_netns()
         self.datapath = Datapath.load(
             settings=DatapathSettings(
                 flows_capacity=cfg.pipeline.flow_capture.flow_stats_capacity,
@@ -137,7 +135,9 @@ class Agent:
             tcx_order=instrument.tcx_order,
             tc_priority=instrument.tc_priority,
         )
-        self.attacher.cleanup_orphans()
+        # the interface manager removes a crashed run's leftovers after its first attach pass
+        # (adopting pinned links first, so counting never pauses) and enters the host netns
+        # in its own thread
         self._closers.append(self.attacher.detach_all)
         self._build_userspace_stages(cfg)
         self.interfaces = self._make_interface_manager(cfg)
@@ -196,8 +196,13 @@ class Agent:
         from mermin.filters import FlowFilter
         from mermin.flows.table import FlowTable
 
-        self.table = FlowTable(self.datapath.flows, cfg.span, iface_names=self._iface_name)
-        self.filter = FlowFilter.from_config(cfg)
+        self.table = FlowTable(
+            self.datapath.flows,
+            cfg.span,
+            counters=self.datapath.counters,
+            ifname=self._iface_name,
+        )
+        self.filter = FlowFilter.from_config(cfg, mac_of=self._iface_mac)
         self.enricher = self._make_enricher(cfg)
         if self.enricher is not None:
             self.enricher.start()
@@ -212,6 +217,11 @@ class Agent:
         if self.interfaces is None:
             return None
         return self.interfaces.names.get(ifindex)
+
+    def _iface_mac(self, ifindex: int) -> str | None:
+        if self.interfaces is None:
+            return None
+        return self.interfaces.macs.get(ifindex)
 
     def _make_interface_manager(self, cfg: Config) -> Any:
         from mermin.interfaces.manager import InterfaceManager
@@ -302,7 +312,7 @@ class Agent:
             self.table.reconfigure(new.span)
             from mermin.filters import FlowFilter
 
-            self.filter = FlowFilter.from_config(new)
+            self.filter = FlowFilter.from_config(new, mac_of=self._iface_mac)
             if new.export != old.export:
                 for exporter in self.exporters:
                     exporter.shutdown(5.0)

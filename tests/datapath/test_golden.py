@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -435,3 +437,15 @@ def test_udp_tunnel_ports_and_others_on_the_fast_path_agree(h: Harness) -> None:
     key, side = expected_key(conv, 17)
     assert only_flow(h, key)["tunnel_type"] == 0
     assert only_flow(h, key)["dir"][side]["bytes"] == 20 + 8 + 28
+
+
+def test_stock_bpftool_loads_the_object_with_defaults(require_root: None, bpf_object: Path) -> None:
+    """What a user does to inspect it: `bpftool prog loadall OBJ /sys/fs/bpf/DIR`."""
+    pin = Path(f"/sys/fs/bpf/mk_{os.getpid()}_{threading.get_ident() % 10000}")
+    try:
+        subprocess.run(["bpftool", "prog", "loadall", str(bpf_object), str(pin)],
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+        assert sorted(p.name for p in pin.iterdir()) == ["mermin_egress", "mermin_ingress"]
+    finally:
+        shutil.rmtree(pin, ignore_errors=True)
+    assert not pin.exists()

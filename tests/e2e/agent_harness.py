@@ -155,6 +155,7 @@ class Node:
     topo: Topology
     pods: dict[str, str]  # pod name -> netns
     host_ends: dict[str, str]  # pod name -> host-side veth name
+    pod_ifs: dict[str, str]  # pod name -> interface inside the pod
     ip4: dict[str, str]
     ip6: dict[str, str]
 
@@ -163,18 +164,17 @@ class Node:
 def make_node(pod_names: tuple[str, ...] = ("a", "b")) -> Iterator[Node]:
     with Topology(prefix="me") as topo:
         bridge = topo.bridge()
-        pods, host_ends, ip4, ip6 = {}, {}, {}, {}
+        pods, host_ends, pod_ifs, ip4, ip6 = {}, {}, {}, {}, {}
         for i, pod in enumerate(pod_names, start=1):
             ns = topo.netns()
             host, inner = topo.veth(peer_ns=ns)
             topo.enslave(host, bridge)
             topo.addr(inner, f"10.77.{os.getpid() % 200}.{i}/24", ns=ns)
             topo.addr(inner, f"fd00:77:{os.getpid() % 200:x}::{i}/64", ns=ns)
-            pods[pod], host_ends[pod] = ns, host
+            pods[pod], host_ends[pod], pod_ifs[pod] = ns, host, inner
             ip4[pod] = f"10.77.{os.getpid() % 200}.{i}"
             ip6[pod] = f"fd00:77:{os.getpid() % 200:x}::{i}"
-            topo.pod_if = inner  # type: ignore[attr-defined]
-        yield Node(topo, pods, host_ends, ip4, ip6)
+        yield Node(topo, pods, host_ends, pod_ifs, ip4, ip6)
 
 
 def flows_by_trace(reports: list[dict]) -> dict[str, list[dict]]:

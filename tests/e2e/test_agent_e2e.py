@@ -44,8 +44,13 @@ SERVER = textwrap.dedent("""
         daemon_threads = True
     class S6(S4):
         address_family = socket.AF_INET6
+        def server_bind(self):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            super().server_bind()
     def udp_echo(family, addr):
         u = socket.socket(family, socket.SOCK_DGRAM)
+        if family == socket.AF_INET6:
+            u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         u.bind((addr, 9001))
         while True:
             data, peer = u.recvfrom(4096)
@@ -127,7 +132,7 @@ def test_exact_counts_v4_v6_pod_to_pod_counted_once(tmp_path: Path) -> None:
         topo.spawn_in(node.pods["b"], [sys.executable, "-c", SERVER])
         wait_for_port(node.pods["b"], 9000)
         pcap = tmp_path / "client.pcap"
-        dump = topo.spawn_in(node.pods["a"], ["tcpdump", "-i", "any", "-U", "-n", "-w", str(pcap),
+        dump = topo.spawn_in(node.pods["a"], ["tcpdump", "-i", node.pod_ifs["a"], "-U", "-n", "-w", str(pcap),
                                               "tcp or udp or icmp or icmp6"])
         time.sleep(1.0)  # tcpdump opens its socket
         with run_agent(config, tmp_path, metrics_port, health_port) as agent:

@@ -324,3 +324,27 @@ def test_shutdown_does_not_wait_for_an_uncancellable_call() -> None:
     start = time.monotonic()
     ex.shutdown(0.3)
     assert time.monotonic() - start < 2.0  # 0.3 s + at most 1 s grace for the threads
+
+
+def test_prometheus_metrics_follow_stats() -> None:
+    from mermin.telemetry.metrics import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before_drop = value("mermin_export_dropped_total", exporter="otlp", reason="queue_full")
+    before_ok = value("mermin_export_flow_spans_total", exporter="otlp", status="ok")
+    gate = threading.Event()
+    t = FakeTransport(lambda b, timeout: gate.wait(5) and 0)
+    ex = OtlpExporter(cfg(max_queue_size=100, max_batch_size=50, max_concurrent_exports=1),
+                      RES, transport=t)  # fmt: skip
+    ex.start()
+    ex.export(flow_reports(1000))
+    gate.set()
+    assert ex.force_flush(5)
+    ex.shutdown(1)
+    dropped = value("mermin_export_dropped_total", exporter="otlp", reason="queue_full")
+    assert dropped - before_drop == ex.stats.dropped["queue_full"] > 0
+    ok = value("mermin_export_flow_spans_total", exporter="otlp", status="ok")
+    assert ok - before_ok == ex.stats.exported
+    assert value("mermin_export_queue_capacity", exporter="otlp") == 100

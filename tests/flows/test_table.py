@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 import communityid
+import numpy as np
 import pytest
 from tests.flows.sim import ACK, FIN, PSH, RST, SYN, SimFlowMap
 
@@ -206,3 +207,20 @@ def test_flush_reports_everything_once(flows):
         m.packet(S, CLIENT, SERVER, 20000 + i, 80)
     assert len(table.flush()) == flows
     assert table.flush() == [] and not m.entries
+
+
+def test_duplicate_keys_in_one_read_are_merged():
+    m = SimFlowMap()
+    m.packet(1 * S, CLIENT, SERVER, 1000, 53, proto=17)
+    m.packet(2 * S, CLIENT, SERVER, 1000, 53, proto=17)
+    table = _table(m)
+    real = m.read_all
+
+    def twice():
+        keys, values = real()
+        return np.concatenate([keys, keys]), np.concatenate([values, values])
+
+    m.read_all = twice
+    assert table.poll(3 * S) == [] and len(table) == 1
+    (r,) = table.flush()
+    assert r.packets_total == 2 and not m.entries

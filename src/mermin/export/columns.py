@@ -327,7 +327,7 @@ class ColumnEncoder:
         return list(map(FIXED2, repeat(0x39), starts, repeat(0x41), ends))
 
     def encode(self, reports: Sequence[FlowReport]) -> list[bytes]:
-        """One finished `spans` field per report."""
+        """The `spans` fields of the batch: framing (tag + length) and Span bytes, alternating."""
         if not reports:
             return []
         rs = reports
@@ -355,4 +355,5 @@ class ColumnEncoder:
             map(self.tail.__getitem__, map(_tail_key, rs)),
         ]
         spans = list(map(b"".join, zip(*columns, strict=True)))
-        return list(map(bytes.__add__, map(self.framing.__getitem__, map(len, spans)), spans))
+        frames = map(self.framing.__getitem__, map(len, spans))
+        return list(chain.from_iterable(zip(frames, spans)))  # tag+length, span, tag+length, ...

@@ -163,7 +163,7 @@ class FlowTable:
         for slot in slots.tolist():
             key = self._ids[slot]
             if key is not None:
-                del self._slot_of[key]
+                self._slot_of.pop(key, None)
                 self._ids[slot] = None
                 self._free.append(slot)
         self._builder.reset(slots)
@@ -207,12 +207,12 @@ class FlowTable:
         began = time.perf_counter()
         now = self._clock.now_ns() if now_ns is None else int(now_ns)
         offset = self._clock.wall_offset_ns()
-        keys, values = self._map.read_all()
+        keys, values, ids = self._read()
         n = len(keys)
         self.stats.polls += 1
         self.stats.map_entries = n
         self._check_map_full()
-        slots = self._slots(key_ids(keys), values["first_seen_ns"].astype(np.int64))
+        slots = self._slots(ids, values["first_seen_ns"].astype(np.int64))
         self._drop_vanished(slots)
         reports: list[FlowReport] = []
         if n:
@@ -243,8 +243,8 @@ class FlowTable:
 
     def _flush(self, reason: str) -> list[FlowReport]:
         offset = self._clock.wall_offset_ns()
-        keys, values = self._map.read_all()
-        slots = self._slots(key_ids(keys), values["first_seen_ns"].astype(np.int64))
+        keys, values, ids = self._read()
+        slots = self._slots(ids, values["first_seen_ns"].astype(np.int64))
         self._drop_vanished(slots)
         reports: list[FlowReport] = []
         if len(keys):
@@ -257,6 +257,17 @@ class FlowTable:
         return reports
 
     # --- steps ------------------------------------------------------------------------------
+
+    def _read(self) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+        """One batch read of the map. A hash map iterated while entries come and go can
+        return a key twice; the later copy (the fresher value) is kept."""
+        keys, values = self._map.read_all()
+        ids = key_ids(keys)
+        if len(set(ids)) != len(ids):
+            rows = np.array(sorted({k: i for i, k in enumerate(ids)}.values()), dtype=np.intp)
+            keys, values = keys[rows], values[rows]
+            ids = [ids[i] for i in rows.tolist()]
+        return keys, values, ids
 
     def _pick_evictions(self, n: int, ended: np.ndarray, last_seen: np.ndarray) -> np.ndarray:
         """Mask of the least recently active flows to end when the map is too full."""

@@ -238,6 +238,20 @@ class Projector:
         for r in annotation_rules:
             self._annotation_rules.setdefault(r.from_, []).append(r)
         self._relations = {rel.kind: rel for rel in informer.selector_relations}
+        self._shared: dict[Any, Any] = {}
+
+    def _share(self, value: Any) -> Any:
+        """One instance per distinct value (pods of one ReplicaSet have equal labels, ports and
+        owner references): saves most of their memory. Bounded: reset when it grows large."""
+        if not value:
+            return value
+        key = (type(value), tuple(value.items()) if isinstance(value, dict) else value)
+        hit = self._shared.get(key)
+        if hit is None:
+            if len(self._shared) > 100_000:
+                self._shared.clear()
+            self._shared[key] = hit = value
+        return hit
 
     # -- helpers -----------------------------------------------------------------------------
     def _keep(self, kind: str, meta: Mapping[str, Any]) -> bool:
@@ -311,11 +325,11 @@ class Projector:
             ips=tuple(ip for ip in map(_valid_ip, ips) if ip),
             host_network=bool(spec.get("hostNetwork")),
             host_ips=tuple(ip for ip in map(_valid_ip, host_ips) if ip),
-            labels=meta.get("labels") or _NO_LABELS,
+            labels=self._share(meta.get("labels")) or _NO_LABELS,
             annotations=self._annotations("pod", meta),
-            owners=_owners(meta),
-            ports=ports or None,
-            named_ports=named or None,
+            owners=self._share(_owners(meta)),
+            ports=self._share(ports) or None,
+            named_ports=self._share(named) or None,
             terminating=bool(meta.get("deletionTimestamp")),
             finished=status.get("phase") in ("Succeeded", "Failed"),
         )
