@@ -50,7 +50,7 @@ def _pod(i: int, ns: str, node: str, rs: dict, hash_: str) -> dict:
             "name": name, "generateName": rs["metadata"]["name"] + "-", "namespace": ns,
             "uid": str(uuid.uuid4()), "creationTimestamp": "2026-11-01T10:00:00Z",
             "labels": {"app": rs["metadata"]["name"][:-6], "pod-template-hash": hash_,
-                       "team": f"team-{i % 13}"},
+                       "team": f"team-{i // 10 % 13}"},  # same in every replica
             "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-01T09:59:00Z",
                             "prometheus.io/scrape": "true"},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",

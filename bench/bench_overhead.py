@@ -70,7 +70,7 @@ from observers import (
 
 __all__ = ["RunResult", "main", "measure", "parse_args", "run", "summarize"]
 
-SETTLE = 3.0  # seconds between an observer's start and the traffic
+SETTLE = 1.0  # seconds between an observer's start and the traffic
 
 
 @dataclass(slots=True)

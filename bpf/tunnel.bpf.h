@@ -56,7 +56,7 @@ static __always_inline int inner_ethertype_ok(int proto)
 static __always_inline int parse_gre(struct cursor *c, __u32 *key)
 {
 	struct gre_base *h = cursor_ptr(c, sizeof(*h));
-	__u32 len = sizeof(*h);
+	__u32 len = sizeof(*h), koff;
 	__u8 *opt;
 	__u16 flags;
 	int proto;
@@ -73,14 +73,14 @@ static __always_inline int parse_gre(struct cursor *c, __u32 *key)
 		len += 4;
 	if (flags & GRE_SEQ)
 		len += 4;
-	opt = cursor_ptr(c, 16);	/* the largest header: base + csum + key + seq */
-	if (!opt && !cursor_ptr(c, len))
+	if (!cursor_ptr(c, len))
 		return ERR(TRUNCATED);
-	if (flags & GRE_KEY) {
-		opt = cursor_ptr(c, (flags & GRE_CSUM) ? 12 : 8);
+	if (flags & GRE_KEY) {	/* after the base header and the checksum, if any */
+		koff = (flags & GRE_CSUM) ? 8 : 4;
+		opt = cursor_ptr(c, koff + 4);
 		if (!opt)
 			return ERR(TRUNCATED);
-		*key = bpf_ntohl(*(__be32 *)(opt + ((flags & GRE_CSUM) ? 8 : 4)));
+		*key = bpf_ntohl(*(__be32 *)(opt + koff));
 	}
 	cursor_skip(c, len);
 	return proto;

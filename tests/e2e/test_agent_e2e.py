@@ -131,6 +131,11 @@ def test_exact_counts_v4_v6_pod_to_pod_counted_once(tmp_path: Path) -> None:
         metrics_port, health_port = write_config(config, list(node.host_ends.values()))
         topo.spawn_in(node.pods["b"], [sys.executable, "-c", SERVER])
         wait_for_port(node.pods["b"], 9000)
+        # one TCP segment per skb, so the capture inside the pod sees the wire packets that the
+        # kernel program counts (with GSO it counts ceil(payload/gso_size) per super-packet)
+        for pod in ("a", "b"):
+            topo.run_in(None, ["ip", "-n", node.pods[pod], "link", "set", "dev",
+                               node.pod_ifs[pod], "gso_max_segs", "1"])
         pcap = tmp_path / "client.pcap"
         dump = topo.spawn_in(node.pods["a"], ["tcpdump", "-i", node.pod_ifs["a"], "-U", "-n", "-w", str(pcap),
                                               "tcp or udp or icmp or icmp6"])
@@ -211,7 +216,8 @@ def test_filters_and_reload(tmp_path: Path) -> None:
         topo = node.topo
         config = tmp_path / "agent.hcl"
         ifaces = list(node.host_ends.values())
-        metrics_port, health_port = write_config(config, ifaces, extra=drop_udp)
+        metrics_port, health_port = write_config(config, ifaces, extra=drop_udp,
+                                                 udp_timeout="1s")
         topo.spawn_in(node.pods["b"], [sys.executable, "-c", SERVER])
         wait_for_port(node.pods["b"], 9001, proto="udp")
         udp_once = textwrap.dedent(f"""
@@ -224,9 +230,9 @@ def test_filters_and_reload(tmp_path: Path) -> None:
             agent.wait_ready()
             topo.run_in(node.pods["a"], [sys.executable, "-c", udp_once, "40001"])
             assert ping(node.pods["a"], node.ip4["b"], count=2) == 2
-            time.sleep(0.5)
-            write_config(config, ifaces, extra=drop_icmp, metrics_port=metrics_port,
-                         health_port=health_port)
+            time.sleep(2.5)  # the UDP flow ends (idle 1 s) and its report is filtered out
+            write_config(config, ifaces, extra=drop_icmp, udp_timeout="1s",
+                         metrics_port=metrics_port, health_port=health_port)
             pid_before = agent.proc.pid
             agent.signal(signal.SIGHUP)
             deadline = time.monotonic() + 10

@@ -373,6 +373,8 @@ class TcpRelay:
         self._sock.close()
         for c in self._conns:
             with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv()
+            with contextlib.suppress(OSError):
                 c.close()
         for t in self._threads:
             t.join(2)

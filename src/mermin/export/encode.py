@@ -3,8 +3,12 @@
 A hand encoder of the protobuf wire format, field for field the same bytes the official
 generated messages (`opentelemetry.proto.*_pb2`) produce for the same span: tests decode our
 output with those messages and compare both the decoded values and the re-serialized bytes.
-It exists because filling the official messages costs ~100 µs per flow span (50 attributes)
-while this costs under 10 (docs/bench/otlp.md).
+It exists because filling the official messages costs ~75 µs per flow span (50 attributes)
+here while this costs about 8-10 (docs/bench/otlp.md).
+
+Two paths produce the same bytes: `SpanEncoder.encode` (a batch, column-wise, columns.py: the
+one the exporter uses) and `encode_span` / `encode_slow` (one report at a time, the readable
+reference). Both are tested against the official messages.
 
 Wire layout (field numbers from opentelemetry/proto/trace/v1/trace.proto):
 
@@ -17,9 +21,12 @@ Wire layout (field numbers from opentelemetry/proto/trace/v1/trace.proto):
 
 The attribute section mirrors `FlowReport.attributes()` key for key and in the same order (so
 the bytes match the official messages built from `attributes()`); the test suite checks the two
-agree on reports exercising every branch. Repeating values are cached as finished byte strings:
-the span name + kind header, string values per key (bounded caches), whole Kubernetes metadata
-dicts of an endpoint and policy lists.
+agree on reports exercising every branch. Repeating values are cached as finished byte strings
+(bounded caches, cleared whole when full): the span name + kind header, direction/end reason/
+network type/transport, addresses, ports, interface, TCP flags and state, IP header facts,
+ICMP, each endpoint's Kubernetes metadata and policy lists.
+
+OTLP/JSON (`encode_json`, protocol http_json) is built from `attributes()` with `json`.
 """
 
 from __future__ import annotations
