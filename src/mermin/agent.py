@@ -152,6 +152,7 @@ class Agent:
             )
             watcher.start()
             self._threads.append(watcher)
+        self._publish_datapath_facts()
         self._ready.set()
         log.info(
             "mermin started: %d interface(s) attached via %s, exporters: %s",
@@ -159,6 +160,13 @@ class Agent:
             self.attacher.method,
             ", ".join(e.name for e in self.exporters) or "none",
         )
+
+    def _publish_datapath_facts(self) -> None:
+        from mermin.telemetry import metrics
+
+        for method in ("tcx", "tc"):
+            metrics.EBPF_METHOD.labels(attachment=method).set(int(self.attacher.method == method))
+        metrics.EBPF_BPF_FS_WRITABLE.set(int(self.datapath.settings.pin))
 
     def shutdown(self) -> int:
         """Final reports for every active flow, flush exporters, detach, exit 0 within
@@ -179,8 +187,18 @@ class Agent:
             exporter.shutdown(max(0.1, deadline - time.monotonic()))
         self.exporters = []
         self._teardown()
+        self._observe_shutdown(deadline, flushed)
         log.info("mermin stopped: %d active flow(s) flushed", flushed)
         return 0
+
+    def _observe_shutdown(self, deadline: float, flushed: int) -> None:
+        from mermin.telemetry import metrics
+
+        took = self.config.shutdown_timeout - (deadline - time.monotonic())
+        metrics.SHUTDOWN_DURATION.observe(took)
+        metrics.SHUTDOWN_FLOWS.labels(status="preserved").inc(flushed)
+        if time.monotonic() > deadline:
+            metrics.SHUTDOWN_TIMEOUTS.inc()
 
     def _teardown(self) -> None:
         """Undo startup in reverse order; every step runs even if one fails."""
@@ -264,7 +282,7 @@ class Agent:
                 log.exception("poll failed")
             self.stats.polls += 1
             self.stats.last_poll_seconds = time.monotonic() - started
-            self._observe_poll(self.stats.last_poll_seconds)
+            self._observe_poll()
             next_at += interval
             delay = next_at - time.monotonic()
             if delay < 0:  # fell behind: do not try to catch up with a burst of polls
@@ -276,22 +294,28 @@ class Agent:
         """enrich -> filter -> export one batch."""
         if not reports:
             return
+        from mermin.telemetry.metrics import PIPELINE_DURATION
+
+        started = time.perf_counter()
         if self.enricher is not None:
             self.enricher.enrich(reports)
+            PIPELINE_DURATION.labels(stage="k8s_decorator_out").observe(
+                time.perf_counter() - started
+            )
         kept = self.filter.apply(reports)
         self.stats.reports += len(kept)
         self.stats.reports_filtered += len(reports) - len(kept)
+        export_started = time.perf_counter()
         for exporter in self.exporters:
             exporter.export(kept)
+        PIPELINE_DURATION.labels(stage="export_out").observe(time.perf_counter() - export_started)
 
-    def _observe_poll(self, seconds: float) -> None:
-        try:
-            from mermin.telemetry import metrics
-        except ImportError:
-            return
-        histogram = getattr(metrics, "POLL_DURATION", None)
-        if histogram is not None:
-            histogram.observe(seconds)
+    def _observe_poll(self) -> None:
+        """Per-poll gauges the stages do not set themselves."""
+        from mermin.telemetry import metrics
+
+        stats = self.table.stats
+        metrics.set_map_gauges("FLOWS", stats.map_entries, self.datapath.flows.capacity)
 
     # ------------------------------------------------------------------ reload
     def reload(self) -> bool:
@@ -304,6 +328,7 @@ class Agent:
             new = load_config(self.config_path, cli_overrides=self.cli_overrides)
         except ConfigError as exc:
             self.stats.reloads["error"] += 1
+            self._count_reload("failure")
             log.error("config reload rejected, keeping the running config: %s", exc)
             return False
         old = self.config
@@ -326,8 +351,15 @@ class Agent:
                     self.enricher.start()
             self.config = new
         self.stats.reloads["ok"] += 1
+        self._count_reload("success")
         log.info("config reloaded from %s", self.config_path)
         return True
+
+    @staticmethod
+    def _count_reload(result: str) -> None:
+        from mermin.telemetry.metrics import CONFIG_RELOADS
+
+        CONFIG_RELOADS.labels(result=result).inc()
 
     def _watch_config_file(self) -> None:
         """auto_reload: reload when the file's content changes (checked every second)."""

@@ -216,3 +216,23 @@ def test_config_applies_span_timeouts_and_filters(tmp_path, capsys):
     assert [(r["network.transport"], r["flow.end_reason"], r["flow.packets.total"])
             for r in reports] == [("udp", "idle_timeout", 2), ("udp", "forced_end", 2)]  # fmt: skip
     assert len({r["trace_id"] for r in reports}) == 2
+
+
+@pytest.mark.parametrize("linktype", ["ether", "sll2", "raw"])
+def test_python_fallback_matches_the_c_helper(tmp_path, linktype):
+    pkts = tcp_conversation(0.0, sport=48000, data=2) + [
+        at(IP(src=CLIENT, dst=SERVER) / UDP(sport=5001, dport=53) / Raw(b"z" * 20), 0.5)
+    ]
+    path = write(tmp_path / "both.pcap", sorted(pkts, key=lambda p: p.time), linktype=linktype)
+
+    def summary(use_c):
+        out = []
+        with open_capture(path, use_c=use_c) as cap:
+            res = replay_capture(cap, ReplaySettings(use_c=use_c), out.extend)
+        return res.run, sorted((r.src_port, r.packets_total, r.bytes_total, r.rev_bytes_total,
+                                r.start_ns, r.end_ns) for r in out)  # fmt: skip
+
+    c_run, c_flows = summary(True)
+    py_run, py_flows = summary(False)
+    assert c_flows == py_flows and len(c_flows) == 2
+    assert c_run == py_run and c_run.ok == len(pkts)

@@ -168,9 +168,19 @@ def _index_dpkt(path: Path, fmt: str) -> tuple[np.ndarray, bytes]:
         except (ValueError, dpkt.dpkt.NeedData, dpkt.dpkt.UnpackError) as exc:
             raise CaptureError(f"{path}: cannot read capture header: {exc}") from exc
         linktype = reader.datalink()
+        # dpkt yields float seconds (Decimal for ns pcap): undo that at the file's resolution
+        divisor = getattr(reader, "_divisor", 1e6)
+        if isinstance(divisor, float) and divisor <= 1e9:
+            units, scale = divisor, round(1e9 / divisor)
+        else:
+            units, scale = 1e9, 1
         try:
             for ts, buf in reader:
-                rows.append((offset, round(ts * 1e9), len(buf), len(buf), linktype, 0))
+                if isinstance(ts, float):
+                    ts_ns = round(ts * units) * scale
+                else:  # Decimal: exact
+                    ts_ns = int(ts * 1_000_000_000)
+                rows.append((offset, ts_ns, len(buf), len(buf), linktype, 0))
                 chunks.append(buf)
                 offset += len(buf)
         except (dpkt.dpkt.NeedData, dpkt.dpkt.UnpackError, struct.error, ValueError):
