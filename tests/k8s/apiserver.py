@@ -10,7 +10,7 @@ What it implements (enough for client-go-style reflectors and the `kubernetes` c
   events after N, then live ones; a too-old N gets an ERROR event with a 410 Status (default) or
   an HTTP 410 (`gone_as_http = True`);
 * bearer-token auth (401 otherwise), so the client's kubeconfig auth path is exercised;
-* fault injection: `compact()` (older resourceVersions -> 410), `drop_watches()` (abruptly close
+* fault injection: `forbidden` (plurals answered 403, like missing RBAC), `compact()` (older resourceVersions -> 410), `drop_watches()` (abruptly close
   every open watch connection), `fail_next(n, status)`, `hold_lists` (an Event that blocks list
   calls until set), and a request log.
 
@@ -82,6 +82,7 @@ class ApiServer:
         self._snapshots: dict[str, tuple[int, list[bytes]]] = {}
         self._drop_gen = 0
         self._fail: list[int] = []
+        self.forbidden: set[str] = set()  # plurals answered with 403 (missing RBAC)
         self._closing = False
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -218,6 +219,11 @@ class ApiServer:
         plural = _PATHS.get(url.path.rstrip("/"))
         if plural is None:
             self._reply(h, 404, json.dumps(_status(404, "NotFound", url.path)).encode())
+            return
+        if plural in self.forbidden:
+            body = _status(403, "Forbidden", f'{plural} is forbidden: User "test" cannot list '
+                           f'resource "{plural}" at the cluster scope')
+            self._reply(h, 403, json.dumps(body).encode())
             return
         watch = q.get("watch") in ("1", "true")
         self.requests.append((plural, "watch" if watch else "list", q))

@@ -65,7 +65,7 @@ def enrich_one(e: K8sEnricher, src: str, dst: str, sport: int | None = 40000,
     return r
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+def wait_for(cond: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from tests.k8s.conftest import enrich_one, wait_for
 from tests.k8s.objects import endpointslice, node, owner, pod, service
 
@@ -142,7 +140,9 @@ def test_watch_events_invalidate_cache(api, enricher):
 def test_deleted_pod_grace_period_and_ip_reuse(api, enricher):
     old = api.add("pods", pod("old", "default", ["10.0.4.1"]))
     gone = api.add("pods", pod("gone", "default", ["10.0.4.2"]))
-    e = enricher(informer={"deleted_pod_grace": "0.6s"})
+    e = enricher(informer={"deleted_pod_grace": "30s"})
+    now = [1000.0]
+    e.state.clock = lambda: now[0]  # the grace period runs on an injected clock
     api.delete("pods", old)
     api.delete("pods", gone)
     wait_for(lambda: e.state.tombstones == 2, what="tombstones")
@@ -152,9 +152,11 @@ def test_deleted_pod_grace_period_and_ip_reuse(api, enricher):
     api.add("pods", pod("new", "default", ["10.0.4.1"]))
     wait_for(lambda: enrich_one(e, "10.0.4.1", "10.9.9.9").src_k8s.get("pod.name") == "new",
              what="IP reuse")
+    now[0] += 29.0
     assert enrich_one(e, "10.0.4.2", "10.9.9.9").src_k8s["pod.name"] == "gone"
-    time.sleep(0.7)
+    now[0] += 2.0
     assert enrich_one(e, "10.0.4.2", "10.9.9.9").src_k8s == {}  # grace over
+    assert e.state.tombstones == 0
     assert enrich_one(e, "10.0.4.1", "10.9.9.9").src_k8s["pod.name"] == "new"
 
 

@@ -205,3 +205,14 @@ def test_malformed_kubeconfig_is_one_clear_error(tmp_path):
     bad.write_text("clusters: [\n")
     with pytest.raises(KubernetesError, match="kubeconfig"):
         K8sEnricher(InformerConfig(kubeconfig_path=str(bad))).start()
+
+
+def test_forbidden_kind_does_not_block_the_others(api, enricher, caplog):
+    api.forbidden.add("networkpolicies")
+    api.add("pods", pod("p", "default", ["10.3.9.1"]))
+    with caplog.at_level("WARNING", logger="mermin.enrich.k8s"):
+        e = enricher()
+    assert e.ready  # pods, services, ... are used; policies are simply absent
+    assert enrich_one(e, "10.3.9.1", "10.9.9.9").src_k8s["pod.name"] == "p"
+    assert any("cannot list /apis/networking.k8s.io/v1/networkpolicies (HTTP 403)"
+               in r.getMessage() for r in caplog.records)

@@ -220,9 +220,8 @@ def test_config_applies_span_timeouts_and_filters(tmp_path, capsys):
 
 @pytest.mark.parametrize("linktype", ["ether", "sll2", "raw"])
 def test_python_fallback_matches_the_c_helper(tmp_path, linktype):
-    pkts = tcp_conversation(0.0, sport=48000, data=2) + [
-        at(IP(src=CLIENT, dst=SERVER) / UDP(sport=5001, dport=53) / Raw(b"z" * 20), 0.5)
-    ]
+    udp = at(IP(src=CLIENT, dst=SERVER) / UDP(sport=5001, dport=53) / Raw(b"z" * 20), 0.5)
+    pkts = [*tcp_conversation(0.0, sport=48000, data=2), udp]
     path = write(tmp_path / "both.pcap", sorted(pkts, key=lambda p: p.time), linktype=linktype)
 
     def summary(use_c):

@@ -176,10 +176,9 @@ def _index_dpkt(path: Path, fmt: str) -> tuple[np.ndarray, bytes]:
             units, scale = 1e9, 1
         try:
             for ts, buf in reader:
-                if isinstance(ts, float):
-                    ts_ns = round(ts * units) * scale
-                else:  # Decimal: exact
-                    ts_ns = int(ts * 1_000_000_000)
+                # a Decimal (ns pcap) converts exactly
+                exact = not isinstance(ts, float)
+                ts_ns = int(ts * 1_000_000_000) if exact else round(ts * units) * scale
                 rows.append((offset, ts_ns, len(buf), len(buf), linktype, 0))
                 chunks.append(buf)
                 offset += len(buf)

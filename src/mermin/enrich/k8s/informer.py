@@ -94,20 +94,38 @@ class Informer:
                 self.resource_version = None
                 self.on_event(self.kind, "relist", 1)
                 log.info("k8s %s: resourceVersion expired (410), relisting", self.kind)
+            except ApiStatusError as exc:
+                if exc.status in (403, 404) and not self.synced.is_set():
+                    # RBAC or an API this cluster lacks: do not hold every other kind's
+                    # attributes hostage; run without this kind and keep retrying slowly
+                    log.warning("k8s %s: cannot list %s (HTTP %d): running without them; "
+                                "grant list/watch on %s (see docs/kubernetes.md)", self.kind,
+                                self.resource.path, exc.status, self.resource.plural)
+                    self._warned = self.last_error = f"{type(exc).__name__}: {exc}"
+                    self.on_event(self.kind, "error", 1)
+                    self.synced.set()
+                    backoff = self.max_backoff
+                    self._stop.wait(backoff * (0.5 + random.random()))
+                    continue
+                backoff = self._failed(exc, backoff)
             except Exception as exc:  # network errors, HTTP errors, bad JSON: retry
-                if self._stop.is_set():
-                    break
-                self.reconnects += 1
-                error = f"{type(exc).__name__}: {exc}"
-                self.on_event(self.kind, "error", 1)
-                # one warning per distinct error; repeats go to debug until it changes
-                level = logging.DEBUG if error == self._warned else logging.WARNING
-                self.last_error = self._warned = error
-                log.log(level, "k8s %s: %s; retrying in %.1fs", self.kind, error, backoff)
-                self._stop.wait(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, self.max_backoff)
+                backoff = self._failed(exc, backoff)
             finally:
                 self._close()
+
+    def _failed(self, exc: Exception, backoff: float) -> float:
+        """Count and log an error, wait, and return the next back-off."""
+        if self._stop.is_set():
+            return backoff
+        self.reconnects += 1
+        error = f"{type(exc).__name__}: {exc}"
+        self.on_event(self.kind, "error", 1)
+        # one warning per distinct error; repeats go to debug until it changes
+        level = logging.DEBUG if error == self._warned else logging.WARNING
+        self.last_error = self._warned = error
+        log.log(level, "k8s %s: %s; retrying in %.1fs", self.kind, error, backoff)
+        self._stop.wait(backoff * (0.5 + random.random()))
+        return min(backoff * 2, self.max_backoff)
 
     def _close(self) -> None:
         resp, self._resp = self._resp, None
