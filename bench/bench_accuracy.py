@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_common import BenchNet, format_table, install_stop_signals, machine_line
+from bench_observers import OBSERVERS
 from bench_overhead import RunResult, measure, select_observers
-from common import BenchNet, format_table, install_stop_signals, machine_line
-from observers import OBSERVERS
 
 __all__ = ["main", "parse_args", "parse_rate", "rate_arg", "rows_for"]
 

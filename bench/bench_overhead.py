@@ -4,7 +4,7 @@
         [--observers none,datapath,mermin,softflowd,fprobe,pmacctd,argus] [--tests tcp-1,...]
         [--markdown] [--json results.json]
 
-Topology (bench/common.py `BenchNet`): two network namespaces behind veth pairs on a bridge in
+Topology (bench/bench_common.py `BenchNet`): two network namespaces behind veth pairs on a bridge in
 the root namespace (two pods on one node). iperf3 runs TCP 1 stream, TCP 8 streams and UDP
 64-byte datagrams at the highest rate iperf3 reaches (`-b 0`), once per observer:
 
@@ -46,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (
+from bench_common import (
     TESTS,
     UDP_OVERHEAD,
     BenchNet,
@@ -60,7 +60,7 @@ from common import (
     run_iperf,
     softirq_seconds,
 )
-from observers import (
+from bench_observers import (
     OBSERVERS,
     available,
     ensure_installed,

@@ -6,12 +6,15 @@
 Part 1, flows/s. A small client in the client namespace opens short TCP connections to a
 server in the server namespace (handshake, then RST close: 4 packets, no TIME_WAIT), each from
 its own (source address, source port) so every connection is a distinct flow. It runs at each
-target rate for `--seconds` (`max`: as fast as the client processes go). With `mermin`, every
-connection must come back as a report within the deadline (poll interval + 2 s after the
-flow's last packet); columns: connections made and per second, flows reported, missing,
-report delay (last packet -> report read from the agent's stdout) p50/p99/max, late reports,
-agent CPU % of one core, and drop counters (kernel map full, export drops). With `datapath`
-(kernel program only) the flows are read from the FLOWS map instead (no delays).
+target rate for `--seconds` (`max`: as fast as the client processes go). With `mermin`
+(poll_interval 1 s, tcp_rst_timeout 1 s: a reset connection is due 1 s after its last packet),
+every connection must come back as a report while the agent runs, at most 3 s after its last
+packet (rst timeout + poll interval + 1 s). Columns: connections made and per second, flows
+reported live (before the agent was stopped) and in all (with its shutdown flush), missing,
+lag = report read from the agent's stdout - (last packet + rst timeout) p50/p99/max, late
+(lag beyond the limit, or only in the shutdown flush), agent CPU % of one core over the step,
+drop counters (kernel map full, export drops). With `datapath` (kernel program only) the
+flows are read from the FLOWS map instead (no lag).
 
 Part 2, memory. One UDP datagram from each of `--flows` distinct (source address, port) pairs
 (raw socket, IP_HDRINCL, addresses 10.99.128.0/17 that the server never answers), kept active;
@@ -33,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_accuracy import parse_rate
-from common import (
+from bench_common import (
     BenchNet,
     cpu_seconds,
     format_table,
@@ -41,7 +44,7 @@ from common import (
     machine_line,
     rss_mb,
 )
-from observers import AgentObserver, DatapathObserver, FlowCount, Observer, make_observer
+from bench_observers import AgentObserver, DatapathObserver, FlowCount, Observer, make_observer
 
 __all__ = ["CLIENT", "FLOOD", "SERVER", "ConnStep", "main", "parse_args", "percentile"]
 
@@ -117,23 +120,27 @@ class ConnStep:
     connections: int
     failed: int
     per_s: float
-    reported: int | None
-    delays: list[float]
+    live: int | None  # flows reported while the agent ran (not in its shutdown flush)
+    reported: int  # flows reported at all (kernel map for `datapath`)
+    lateness: list[float]  # report read - (last packet + tcp_rst_timeout), seconds
     late: int
     cpu_pct: float | None
     drops: dict[str, int]
 
     def row(self) -> list[object]:
-        d = sorted(self.delays)
-        return [self.rate, self.connections, self.failed, self.per_s,
-                self.reported, None if self.reported is None else
-                self.connections - self.reported,
+        d = sorted(self.lateness)
+        return [self.rate, self.connections, self.failed, self.per_s, self.live,
+                self.reported, self.connections - self.reported,
                 percentile(d, 50), percentile(d, 99), d[-1] if d else None, self.late,
                 self.cpu_pct, ", ".join(f"{k}={v}" for k, v in self.drops.items()) or "0"]
 
 
-CONN_HEADERS = ["rate", "connections", "failed", "conn/s", "flows reported", "missing",
-                "delay p50 s", "p99 s", "max s", "late", "agent CPU %", "drops"]
+CONN_HEADERS = ["rate", "connections", "failed", "conn/s", "reported live", "reported",
+                "missing", "lag p50 s", "lag p99 s", "lag max s", "late", "agent CPU %",
+                "drops"]
+RST_TIMEOUT = 1.0  # tcp_rst_timeout of the agent in this benchmark
+POLL = 1.0  # its poll_interval
+LATE = RST_TIMEOUT + POLL + 1.0  # a report later than this after the flow's last packet is late
 
 
 def percentile(sorted_values: list[float], pct: float) -> float | None:
@@ -196,7 +203,7 @@ def connection_rates(net: BenchNet, observer: str, rates: list[tuple[str, int | 
             cpu0, t0 = cpu_seconds(pids), time.monotonic()
             ok, failed, took = run_clients(net, addrs, pps or 0, seconds, port_base)
             if isinstance(obs, AgentObserver):
-                _wait_reports(obs, net.server_ip, ok, deadline=time.monotonic() + 15)
+                _wait_reports(obs, ok, deadline=time.monotonic() + LATE + 10)
             cpu = cpu_seconds(obs.pids()) - cpu0
             wall = time.monotonic() - t0
         port_base = 2000  # a fresh observer per step: the same tuples may be reused
@@ -208,16 +215,27 @@ def connection_rates(net: BenchNet, observer: str, rates: list[tuple[str, int | 
 
 def _make(observer: str, wd: Path) -> Observer:
     if observer == "mermin":
-        return AgentObserver(wd, capacity=262144, record_interval="60s", poll_interval="1s",
-                             timeout="60s")
+        return AgentObserver(wd, capacity=262144, record_interval="60s",
+                             poll_interval=f"{POLL:g}s", timeout="60s",
+                             rst_timeout=f"{RST_TIMEOUT:g}s")
     return DatapathObserver(wd, capacity=262144) if observer == "datapath" else \
         make_observer(observer, wd)
 
 
-def _wait_reports(obs: AgentObserver, server_ip: str, expected: int, deadline: float) -> None:
+def _client_key(d: dict) -> tuple[str, int]:
+    """The client end of a report of a benchmark connection, whichever side it calls source."""
+    if d.get("source.port") == SERVER_PORT:
+        return d.get("destination.address", ""), d.get("destination.port", 0)
+    return d.get("source.address", ""), d.get("source.port", 0)
+
+
+def _ours(d: dict) -> bool:
+    return SERVER_PORT in (d.get("destination.port"), d.get("source.port"))
+
+
+def _wait_reports(obs: AgentObserver, expected: int, deadline: float) -> None:
     while time.monotonic() < deadline:
-        seen = {(r.data.get("source.address"), r.data.get("source.port"))
-                for r in list(obs.reports) if r.data.get("destination.port") == SERVER_PORT}
+        seen = {_client_key(r.data) for r in list(obs.reports) if _ours(r.data)}
         if len(seen) >= expected:
             return
         time.sleep(0.5)
@@ -225,25 +243,24 @@ def _wait_reports(obs: AgentObserver, server_ip: str, expected: int, deadline: f
 
 def _step(obs: Observer, net: BenchNet, label: str, ok: int, failed: int, took: float,
           cpu_pct: float | None) -> ConnStep:
-    delays: list[float] = []
-    late = 0
+    lateness: list[float] = []
+    live = None
     if isinstance(obs, AgentObserver):
-        # first report of each connection that arrived while running (not the shutdown flush)
-        first: dict[tuple[str, int], float] = {}
+        first: dict[tuple[str, int], float] = {}  # first live report of each connection
         for r in obs.reports:
-            d = r.data
-            if d.get("destination.port") != SERVER_PORT:
+            if r.arrived >= obs.stopped_at or not _ours(r.data):
                 continue
-            key = (d.get("source.address"), d.get("source.port"))
-            if key in first:
-                continue
-            first[key] = r.arrived - d.get("end_time_unix_nano", 0) / 1e9
-        delays = list(first.values())
-        limit = 1.0 + 2.0  # poll interval + 2 s
-        late = sum(1 for v in delays if v > limit)
+            key = _client_key(r.data)
+            if key not in first:
+                first[key] = r.arrived - r.data.get("end_time_unix_nano", 0) / 1e9
+        live = len(first)
+        lateness = [v - RST_TIMEOUT for v in first.values()]
+    late = sum(1 for v in lateness if v + RST_TIMEOUT > LATE)
+    if live is not None:
+        late += ok - live  # not reported before the agent was stopped: late too
     reported = len(conn_flows(obs.flows or [], net.server_ip))
-    return ConnStep(label, ok, failed, ok / took if took else 0.0, reported, delays, late,
-                    cpu_pct, {k: v for k, v in obs.drops.items() if v})
+    return ConnStep(label, ok, failed, ok / took if took else 0.0, live, reported, lateness,
+                    late, cpu_pct, {k: v for k, v in obs.drops.items() if v})
 
 
 def memory_at(net: BenchNet, observer: str, flows: int, workdir: Path, log=print

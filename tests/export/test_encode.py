@@ -166,3 +166,11 @@ def test_json_encoding() -> None:
                 assert attrs[k] == {"intValue": str(v)}
             else:
                 assert attrs[k] == {"arrayValue": {"values": [{"stringValue": x} for x in v]}}
+
+
+def test_unusual_field_types_fall_back_to_the_reference_path() -> None:
+    from types import MappingProxyType
+
+    r = tcp_report(5)
+    odd = dataclasses.replace(r, src_k8s=MappingProxyType(dict(r.src_k8s)))  # type: ignore[arg-type]
+    assert SpanEncoder(RESOURCE).encode([odd]) == official_request([r], RESOURCE)

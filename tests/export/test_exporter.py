@@ -348,3 +348,21 @@ def test_prometheus_metrics_follow_stats() -> None:
     ok = value("mermin_export_flow_spans_total", exporter="otlp", status="ok")
     assert ok - before_ok == ex.stats.exported
     assert value("mermin_export_queue_capacity", exporter="otlp") == 100
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http_binary"])
+def test_unreadable_tls_files_are_a_config_error(protocol: str) -> None:
+    from mermin.errors import ConfigError
+    from mermin.export import Exporter
+
+    c = OtlpConfig.model_validate({
+        "endpoint": "https://127.0.0.1:1", "protocol": protocol,
+        "auth": {"bearer": "tok-s3cr3t"}, "tls": {"ca_cert": "/nonexistent/mo-ca.pem"},
+    })  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        OtlpExporter(c, RES)
+    assert "/nonexistent/mo-ca.pem" in str(err.value) and "tok-s3cr3t" not in str(err.value)
+    assert err.value.exit_code == 2
+    ok = OtlpExporter(OtlpConfig(protocol=protocol), RES)
+    assert isinstance(ok, Exporter)
+    ok.shutdown(0.1)

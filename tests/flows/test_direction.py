@@ -89,3 +89,8 @@ def test_span_config_defaults_and_durations():
     with pytest.raises(ValueError):
         SpanConfig(bogus_key=1)
     assert np.isclose(SpanConfig.model_validate({"tcp_timeout": "2s"}).tcp_timeout, 2.0)
+
+
+def test_span_config_rejects_inverted_water_marks():
+    with pytest.raises(ValueError, match="map_low_water"):
+        SpanConfig(map_high_water=0.5, map_low_water=0.6)

@@ -224,3 +224,26 @@ def test_duplicate_keys_in_one_read_are_merged():
     assert table.poll(3 * S) == [] and len(table) == 1
     (r,) = table.flush()
     assert r.packets_total == 2 and not m.entries
+
+
+def test_live_table_scans_node_sockets_and_close_stops_it():
+    m = SimFlowMap()
+    table = FlowTable(m, SpanConfig())  # no clock: live, with the node socket watcher
+    try:
+        watcher = table._watcher
+        assert watcher is not None and watcher.stats.scans >= 1
+        assert watcher.current.namespaces >= 1
+    finally:
+        table.close()
+    assert not watcher._thread.is_alive()
+
+
+def test_flush_keeps_end_of_flow_for_connections_already_closed():
+    m = SimFlowMap()
+    table = _table(m)
+    _handshake(m, 1 * S, sport=40001)
+    m.packet(2 * S, CLIENT, SERVER, 40001, 443, flags=FIN | ACK)
+    m.packet(2 * S + 1, SERVER, CLIENT, 443, 40001, flags=FIN | ACK)
+    _handshake(m, 1 * S, sport=40002)  # still open
+    reasons = {r.src_port: r.end_reason for r in table.flush()}
+    assert reasons == {40001: EndReason.END_OF_FLOW, 40002: EndReason.FORCED_END}

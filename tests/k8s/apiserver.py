@@ -10,9 +10,10 @@ What it implements (enough for client-go-style reflectors and the `kubernetes` c
   events after N, then live ones; a too-old N gets an ERROR event with a 410 Status (default) or
   an HTTP 410 (`gone_as_http = True`);
 * bearer-token auth (401 otherwise), so the client's kubeconfig auth path is exercised;
-* fault injection: `forbidden` (plurals answered 403, like missing RBAC), `compact()` (older resourceVersions -> 410), `drop_watches()` (abruptly close
-  every open watch connection), `fail_next(n, status)`, `hold_lists` (an Event that blocks list
-  calls until set), and a request log.
+* fault injection: `forbidden` (plurals answered 403, like missing RBAC), `compact()` (older
+  resourceVersions -> 410), `drop_watches()` (abruptly close every open watch connection),
+  `fail_next(n, status)`, `hold_lists` (an Event that blocks list calls until set), and a
+  request log.
 
 One global resourceVersion counter like etcd. Objects are stored pre-serialized so large
 clusters (the benchmark's 10k pods) list quickly.
@@ -26,6 +27,7 @@ import contextlib
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -53,6 +55,14 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "networkpolicies": ("/apis/networking.k8s.io/v1", "NetworkPolicy", True),
 }
 _PATHS = {f"{prefix}/{plural}": plural for plural, (prefix, _, _) in RESOURCES.items()}
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up mid-response (watch stopped, connection dropped) are normal."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handle_error(request, client_address)
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -84,7 +94,7 @@ class ApiServer:
         self._fail: list[int] = []
         self.forbidden: set[str] = set()  # plurals answered with 403 (missing RBAC)
         self._closing = False
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.scheme = "http"
         if ssl_context is not None:  # HTTPS, like a real API server (TLS handshake on accept)

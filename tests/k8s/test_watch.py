@@ -216,3 +216,17 @@ def test_forbidden_kind_does_not_block_the_others(api, enricher, caplog):
     assert enrich_one(e, "10.3.9.1", "10.9.9.9").src_k8s["pod.name"] == "p"
     assert any("cannot list /apis/networking.k8s.io/v1/networkpolicies (HTTP 403)"
                in r.getMessage() for r in caplog.records)
+
+
+def test_relist_after_410_event_succeeds_at_first_try(api, enricher):
+    """After a 410 ERROR event (read before the stream's final chunk) the relist works at the
+    first attempt: no garbled response from a reused connection, no extra error."""
+    e = enricher()
+    errors = e.stats.events.get(("pod", "error"), 0)
+    api.compact()
+    api.drop_watches()  # reconnect from an expired resourceVersion -> ERROR 410 -> relist
+    wait_for(lambda: e.stats.events.get(("pod", "relist"), 0) >= 1, what="relist")
+    api.add("pods", pod("after", "default", ["10.3.10.1"]))
+    wait_for(lambda: enrich_one(e, "10.3.10.1", "10.9.9.9").src_k8s.get("pod.name") == "after")
+    # only the dropped connection itself counted as an error, not a garbled relist
+    assert e.stats.events.get(("pod", "error"), 0) == errors + 1

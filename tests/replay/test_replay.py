@@ -164,7 +164,8 @@ def test_cli_json_lines_and_summary(tmp_path, capsys):
     (line,) = out.splitlines()
     obj = json.loads(line)
     assert obj["name"] == "flow_ipv4_tcp" and obj["source.port"] == 45000
-    assert obj["flow.end_reason"] == "forced_end" and len(obj["trace_id"]) == 32
+    # closed by FIN both ways before the capture ended: end_of_flow, not forced_end
+    assert obj["flow.end_reason"] == "end_of_flow" and len(obj["trace_id"]) == 32
     assert obj["start_time_unix_nano"] == int(T0 * NS)
     assert "replay: 8 packets" in err and "counted 8" in err
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mermin.config.base import Duration, StrictModel
 
@@ -69,3 +69,12 @@ class SpanConfig(StrictModel):
     map_low_water: float = Field(
         0.8, description="Target fill fraction after a lack_of_resources eviction.", gt=0, le=1
     )
+
+    @model_validator(mode="after")
+    def _water_marks(self) -> SpanConfig:
+        if self.map_low_water >= self.map_high_water:
+            raise ValueError(
+                f"span.map_low_water ({self.map_low_water}) must be below span.map_high_water "
+                f"({self.map_high_water})"
+            )
+        return self

@@ -184,16 +184,16 @@ def _tunnel(key: tuple[Any, ...]) -> bytes:
 
 
 def _k8s(prefix: str) -> Callable[[Any], bytes]:
-    def build(key: tuple[tuple[str, ...], tuple[str, ...]] | None) -> bytes:
-        if key is None:
-            return b""
+    def build(key: tuple[tuple[str, ...], tuple[str, ...]]) -> bytes:
         return b"".join(attr(prefix + k, v) for k, v in zip(key[0], key[1], strict=True))
 
     return build
 
 
-def _k8s_key(meta: dict[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    return (tuple(meta), tuple(meta.values())) if meta else None
+def _k8s_keys(metas: list[dict[str, str]]) -> Any:
+    """(keys, values) tuples of each endpoint's metadata dict, built without Python-level
+    calls (flat tuples of strings: cheap to hash); an empty dict gives ((), ()) -> b""."""
+    return zip(map(tuple, metas), map(tuple, map(dict.values, metas)), strict=True)
 
 
 def _icmp_tunnel(key: tuple[Any, ...]) -> bytes:
@@ -350,8 +350,8 @@ class ColumnEncoder:
             map(self.retrans.__getitem__, map(self.g_retrans, rs)),
             map(self.ip.__getitem__, map(self.g_ip, rs)),
             map(self.icmp_tunnel.__getitem__, map(self.g_icmp_tunnel, rs)),
-            map(self.src_k8s.__getitem__, map(_k8s_key, map(attrgetter("src_k8s"), rs))),
-            map(self.dst_k8s.__getitem__, map(_k8s_key, map(attrgetter("dst_k8s"), rs))),
+            map(self.src_k8s.__getitem__, _k8s_keys(list(map(attrgetter("src_k8s"), rs)))),
+            map(self.dst_k8s.__getitem__, _k8s_keys(list(map(attrgetter("dst_k8s"), rs)))),
             map(self.tail.__getitem__, map(_tail_key, rs)),
         ]
         spans = list(map(b"".join, zip(*columns, strict=True)))

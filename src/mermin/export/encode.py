@@ -151,7 +151,12 @@ class SpanEncoder:
         """One ExportTraceServiceRequest holding every report of the batch (column-wise fast
         path, columns.py; the same bytes as `encode_span` per report)."""
         batch = reports if isinstance(reports, Sequence) else list(reports)
-        spans = self._columns.encode(batch)
+        try:
+            spans = self._columns.encode(batch)
+        except (TypeError, ValueError, AttributeError, IndexError, KeyError):
+            # a field of an unexpected type (e.g. a Mapping that is not a dict): the
+            # per-report path accepts anything attributes() accepts
+            return self.encode_slow(batch)
         ss_len = len(self._scope_field) + sum(map(len, spans))
         ss_head = b"\x12" + varint(ss_len)
         rs_len = len(self._resource_field) + len(ss_head) + ss_len

@@ -240,7 +240,10 @@ class OtlpExporter:
                 return
             timeout = min(cfg.timeout, limit - now)
             if timeout <= 0:
-                self._finish_failed(n, self._stats.last_error or "export timed out", True)
+                if self._deadline is not None and limit == self._deadline:
+                    self._drop("shutdown", n)
+                else:
+                    self._finish_failed(n, self._stats.last_error or "export timed out", True)
                 return
             with self._stats.lock:
                 self._stats.requests += 1

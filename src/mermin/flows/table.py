@@ -13,6 +13,9 @@ Each `poll(now)`:
    report from the value the delete returned, so packets that arrived after step 1 are counted;
 5. skips reports whose counters did not change since the previous report of the flow.
 
+`flush()` ends every flow (shutdown, end of a replay): `forced_end`, except TCP connections
+that already closed on the wire, which keep `end_of_flow`.
+
 When the map fills past `map_high_water`, the least recently active flows are ended early with
 `lack_of_resources` down to `map_low_water`. A rising kernel MAP_FULL counter (packets of new
 flows the kernel could not record) is kept in `stats.map_full` and logged.
@@ -37,6 +40,7 @@ from mermin.flows.assemble import ReportBuilder
 from mermin.flows.clock import Clock
 from mermin.flows.decode import end_of_flow, key_ids, timeouts_ns, totals
 from mermin.flows.direction import DirectionResolver
+from mermin.flows.listening import NodeSocketWatcher
 from mermin.flows.record import EndReason, FlowReport
 
 __all__ = ["FlowMapLike", "FlowTable", "FlowTableStats"]
@@ -104,8 +108,20 @@ class FlowTable:
         capacity: int | None = None,
         metrics: bool = True,
     ) -> None:
+        """`clock` None means live (CLOCK_BOOTTIME); a live table without an explicit
+        `direction` starts a `NodeSocketWatcher` thread (stopped by `close()`) so listening
+        sockets and local addresses of the node inform direction and span kind. `counters`
+        reads the kernel counters (MAP_FULL); `ifname` maps an ifindex to its name; `metrics`
+        updates the Prometheus flow metrics once per poll."""
         from mermin.flows.clock import BootClock
 
+        self._watcher: NodeSocketWatcher | None = None
+        if direction is None and clock is None:
+            # live: know the node's listening sockets and addresses (host + every pod netns)
+            self._watcher = NodeSocketWatcher()
+            self._watcher.start()
+            watcher = self._watcher
+            direction = DirectionResolver(lambda: watcher.current)
         self._map = flow_map
         self._cfg = span_config or SpanConfig()
         self._clock = clock or BootClock()
@@ -187,6 +203,11 @@ class FlowTable:
 
     def __len__(self) -> int:
         return len(self._slot_of)
+
+    def close(self) -> None:
+        """Stop the background socket scan (live tables only); the table stays usable."""
+        if self._watcher is not None:
+            self._watcher.stop()
 
     def reconfigure(self, span_config: SpanConfig) -> None:
         """Apply new timeouts and seed; known flows keep their identity (trace id, ID)."""
@@ -310,11 +331,14 @@ class FlowTable:
         cur = totals(vals)
         changed = (cur != self._rep[s]).any(axis=1)
         self.stats.unchanged_skipped += int(np.count_nonzero(~changed))
-        if forced is not None:
-            reasons = np.full(len(rows), forced, dtype=object)
-        else:
-            reasons = np.where(end_of_flow(k, vals), EndReason.END_OF_FLOW, EndReason.IDLE_TIMEOUT)
-            reasons = np.where(evict[rows], EndReason.LACK_OF_RESOURCES, reasons).astype(object)
+        # a connection that already closed on the wire (FIN both ways, RST) ended by itself,
+        # also when a flush or an eviction is what reports it
+        otherwise = forced if forced is not None else EndReason.IDLE_TIMEOUT
+        reasons = np.where(end_of_flow(k, vals), EndReason.END_OF_FLOW, otherwise)
+        if forced is None:
+            reasons = np.where(evict[rows] & (reasons != EndReason.END_OF_FLOW),
+                               EndReason.LACK_OF_RESOURCES, reasons)  # fmt: skip
+        reasons = reasons.astype(object)
         out: list[FlowReport] = []
         if changed.any():
             sel = np.flatnonzero(changed)

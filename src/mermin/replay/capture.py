@@ -107,7 +107,7 @@ def _header(path: Path, data: bytes | mmap.mmap) -> tuple[str, bool, bool, tuple
 
 
 def _pcapng_linktypes(data: bytes | mmap.mmap, order: str) -> tuple[int, ...]:
-    """Link types of the interface blocks (scans block headers only)."""
+    """Link types of the interface blocks before the first packet (block headers only)."""
     out: list[int] = []
     pos, size = 0, len(data)
     while pos + 12 <= size:
@@ -119,6 +119,8 @@ def _pcapng_linktypes(data: bytes | mmap.mmap, order: str) -> tuple[int, ...]:
             break
         if btype == 1 and blen >= 20:
             out.append(struct.unpack(order + "H", data[pos + 8 : pos + 10])[0])
+        elif btype in (2, 3, 6) and out:
+            break  # packets started: later interfaces are checked per packet by the indexer
         pos += blen
     return tuple(out)
 

@@ -7,7 +7,7 @@ with its capture timestamp in `__sk_buff.tstamp` (the program reads that clock w
 live agent polls on its own clock. A quiet stretch of the capture costs one poll, not one per
 interval: the reports would be identical, since nothing changes during it. At the end of the
 capture the table is polled once more at the last timestamp and the remaining flows are
-flushed with `forced_end`.
+flushed: `forced_end`, or `end_of_flow` for TCP connections the capture saw close.
 """
 
 from __future__ import annotations

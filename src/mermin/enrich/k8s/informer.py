@@ -64,6 +64,7 @@ class Informer:
         self._warned = ""  # the error last logged at warning level (reset on success)
         self._stop = threading.Event()
         self._resp: Any = None
+        self._watching = False  # the current response is a watch stream
         self._thread = threading.Thread(target=self._run, name=f"k8s-{self.kind}", daemon=True)
 
     def start(self) -> None:
@@ -128,10 +129,16 @@ class Informer:
         return min(backoff * 2, self.max_backoff)
 
     def _close(self) -> None:
+        """Give the connection back. A watch stream may end with unread bytes (an ERROR event
+        before the final chunk, a stop, a broken stream): its connection is closed rather than
+        reused, or the next request would read the old stream's leftovers."""
         resp, self._resp = self._resp, None
-        if resp is not None:
-            with contextlib.suppress(Exception):  # broken connection
-                resp.release_conn()
+        if resp is None:
+            return
+        with contextlib.suppress(Exception):  # broken connection
+            if self._watching:
+                resp.close()
+            resp.release_conn()
 
     def _get(self, query: list[tuple[str, Any]], read_timeout: float) -> Any:
         resp = self.client.get(self.resource.path, query, (self.connect_timeout, read_timeout))
@@ -153,6 +160,7 @@ class Informer:
             query: list[tuple[str, Any]] = [("limit", self.page_size)]
             if cont:
                 query.append(("continue", cont))
+            self._watching = False
             resp = self._get(query, 60.0)
             body = json.loads(resp.read())
             self._close()
@@ -183,6 +191,7 @@ class Informer:
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", int(self.watch_timeout * (1 + random.random()) / 2 + 1)),
         ]
+        self._watching = True
         resp = self._get(query, self.watch_timeout + 30.0)
         buf = b""
         for chunk in resp.stream(65536, decode_content=True):

@@ -277,7 +277,7 @@ def iperf_args(server_ip: str, test: str, seconds: float, rate: str | None = Non
     """iperf3 client argv for a test name (tcp-1, tcp-8, udp-64) and optional UDP rate."""
     if test not in TESTS:
         raise ValueError(f"unknown test {test!r}; one of {', '.join(TESTS)}")
-    args = ["iperf3", "-c", server_ip, "-t", f"{seconds:g}", "-J", "--get-server-output"]
+    args = ["iperf3", "-c", server_ip, "-t", f"{seconds:g}", "-J"]
     if test == "tcp-8":
         args += ["-P", "8"]
     elif test == "udp-64":

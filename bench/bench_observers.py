@@ -42,7 +42,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import REPO, free_port, tree_pids
+from bench_common import REPO, free_port, tree_pids
 
 __all__ = [
     "OBSERVERS",
@@ -262,6 +262,8 @@ span {{
   max_record_interval = "{record_interval}"
   poll_interval       = "{poll_interval}"
   tcp_timeout         = "{timeout}"
+  tcp_rst_timeout     = "{rst_timeout}"
+  tcp_fin_timeout     = "{rst_timeout}"
   udp_timeout         = "{timeout}"
 }}
 export "traces" {{
@@ -294,10 +296,13 @@ class AgentObserver(Observer):
     user_space = True
 
     def __init__(self, workdir: Path, *, capacity: int = 65536, record_interval: str = "10s",
-                 poll_interval: str = "1s", timeout: str = "60s") -> None:
+                 poll_interval: str = "1s", timeout: str = "60s",
+                 rst_timeout: str = "5s") -> None:
         super().__init__(workdir)
         self.settings = dict(capacity=capacity, record_interval=record_interval,
-                             poll_interval=poll_interval, timeout=timeout)
+                             poll_interval=poll_interval, timeout=timeout,
+                             rst_timeout=rst_timeout)
+        self.stopped_at = 0.0  # time.time() when SIGTERM was sent
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.reports: list[Report] = []
@@ -356,6 +361,7 @@ class AgentObserver(Observer):
     def _collect(self) -> None:
         with contextlib.suppress(OSError):
             self.metrics = self.scrape()
+        self.stopped_at = time.time()
         self._terminate(signal.SIGTERM, timeout=30)  # final reports for every active flow
         if self._reader is not None:
             self._reader.join(timeout=10)
