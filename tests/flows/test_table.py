@@ -247,3 +247,13 @@ def test_flush_keeps_end_of_flow_for_connections_already_closed():
     _handshake(m, 1 * S, sport=40002)  # still open
     reasons = {r.src_port: r.end_reason for r in table.flush()}
     assert reasons == {40001: EndReason.END_OF_FLOW, 40002: EndReason.FORCED_END}
+
+
+def test_boot_clock_offset_maps_boottime_to_wall_time():
+    import time
+
+    from mermin.flows.clock import BootClock
+
+    clock = BootClock()
+    wall = clock.now_ns() + clock.wall_offset_ns()
+    assert abs(wall - time.time_ns()) < 50_000_000  # same instant, within scheduling noise

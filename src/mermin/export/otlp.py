@@ -126,6 +126,10 @@ class OtlpExporter:
             self._drop("shutdown", len(reports))
             return
         dropped = self._queue.put(reports)
+        if self._stop.is_set():  # raced with shutdown's final drain: count what we just queued
+            late = self._queue.drain()
+            if late:
+                self._drop("shutdown", len(late))
         if dropped:
             self._drop("queue_full", dropped)
             self._rlog.warning(
