@@ -220,6 +220,7 @@ class Agent:
             counters=self.datapath.counters,
             ifname=self._iface_name,
         )
+        self._closers.append(self.table.close)  # stops its listening-socket scanner
         self.filter = FlowFilter.from_config(cfg, mac_of=self._iface_mac)
         self.enricher = self._make_enricher(cfg)
         if self.enricher is not None:

@@ -32,7 +32,7 @@ class SimFlowMap:
     def packet(
         self, t_ns: int, src: str, dst: str, sport: int = 0, dport: int = 0, proto: int = 6,
         size: int = 60, flags: int = 0, icmp: tuple[int, int] | None = None, dscp: int = 0,
-        ttl: int = 64, ifindex: int = 3,
+        ttl: int = 64, ifindex: int = 3, tcp_state: int | None = None,
     ) -> None:
         sa, ver = _addr16(src)
         da, _ = _addr16(dst)
@@ -66,6 +66,8 @@ class SimFlowMap:
         if icmp is not None:
             d["icmp_type"], d["icmp_code"] = icmp
         val["dir"][0, side] = d
+        if tcp_state is not None:  # the kernel's observer state machine is not simulated
+            val["tcp_state"] = tcp_state
         if proto == 6 and flags & SYN and not flags & ACK and val["tcp_syn_ns"][0] == 0:
             val["tcp_syn_ns"] = t_ns
         if proto == 6 and flags & SYN and flags & ACK and val["tcp_synack_ns"][0] == 0:

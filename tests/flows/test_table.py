@@ -71,10 +71,24 @@ def test_fin_both_ways_switches_to_fin_timeout_and_reports_end_of_flow():
     _handshake(m, 1 * S)
     m.packet(2 * S, CLIENT, SERVER, 40000, 443, flags=FIN | ACK)
     assert table.poll(8 * S) == []  # FIN one way only: still tcp_timeout
-    m.packet(9 * S, SERVER, CLIENT, 443, 40000, flags=FIN | ACK)
-    m.packet(9 * S + 5, CLIENT, SERVER, 40000, 443, flags=ACK)
+    # FIN both ways, the last FIN not acknowledged yet (observer state last_ack = 9)
+    m.packet(9 * S, SERVER, CLIENT, 443, 40000, flags=FIN | ACK, tcp_state=9)
     assert table.poll(13 * S) == []  # 4 s idle < 5 s
     (r,) = table.poll(14 * S + 10)
+    assert r.end_reason == EndReason.END_OF_FLOW
+    assert (r.packets_total, r.rev_packets_total) == (3, 2)
+    assert not m.entries
+
+
+def test_completed_close_is_reported_after_the_short_linger():
+    m = SimFlowMap()
+    table = _table(m, tcp_timeout="20s", tcp_fin_timeout="5s", tcp_close_linger="500ms")
+    _handshake(m, 1 * S)
+    m.packet(2 * S, CLIENT, SERVER, 40000, 443, flags=FIN | ACK, tcp_state=5)
+    m.packet(2 * S + 100, SERVER, CLIENT, 443, 40000, flags=FIN | ACK, tcp_state=10)
+    m.packet(2 * S + 200, CLIENT, SERVER, 40000, 443, flags=ACK, tcp_state=10)
+    assert table.poll(2 * S + 400_000_000) == []  # within the linger: the last ACK may trail
+    (r,) = table.poll(3 * S)
     assert r.end_reason == EndReason.END_OF_FLOW
     assert (r.packets_total, r.rev_packets_total) == (4, 2)
     assert not m.entries

@@ -88,8 +88,10 @@ def test_active_reports_then_fin_over_the_kernel_map(datapath):
     send(datapath, s2c, 13 * S)
     send(datapath, IP(src=A, dst=B) / TCP(sport=41000, dport=80, flags="FA"), 14 * S)
     send(datapath, IP(src=B, dst=A) / TCP(sport=80, dport=41000, flags="FA"), 14 * S + 10)
-    assert table.poll(16 * S) == []  # FIN both ways: tcp_fin_timeout (5 s) not reached
-    (r2,) = table.poll(20 * S)
+    # FIN both ways, the second one acknowledging the first: the observer's state is time_wait,
+    # so the flow ends once quiet for tcp_close_linger (0.5 s), not tcp_fin_timeout (5 s)
+    assert table.poll(14 * S + 400_000_000) == []
+    (r2,) = table.poll(15 * S)
     assert r2.end_reason == EndReason.END_OF_FLOW and r2.trace_id == r1.trace_id
     assert (r2.packets_delta, r2.rev_packets_delta) == (1, 2)
     assert (r2.packets_total, r2.rev_packets_total) == (12, 3)

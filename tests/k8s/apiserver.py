@@ -309,15 +309,15 @@ class ApiServer:
             next_bookmark = time.monotonic() + self.bookmark_interval
             while True:
                 with self._lock:
+                    # pending and current_rv are taken together: every event of this plural
+                    # up to current_rv is either in `pending` or was sent before, so a
+                    # bookmark at current_rv never skips an undelivered event
                     rvs = self._log_rv[plural]
                     pending = self._log[plural][bisect.bisect_right(rvs, sent_rv):]
                     if pending:
                         sent_rv = rvs[-1]
-                    elif not (self._closing or self._drop_gen != drop_gen):
-                        wait = min(deadline, next_bookmark) - time.monotonic()
-                        self._lock.wait(max(0.0, wait))
-                    closing, dropped = self._closing, self._drop_gen != drop_gen
                     current_rv = self._rv
+                    closing, dropped = self._closing, self._drop_gen != drop_gen
                 if dropped or closing:
                     with contextlib.suppress(OSError):
                         h.connection.shutdown(socket.SHUT_RDWR)
@@ -336,6 +336,12 @@ class ApiServer:
                 if now >= deadline:
                     send(b"")
                     return
+                with self._lock:  # sleep until an event, a drop, a bookmark or the deadline
+                    rvs = self._log_rv[plural]
+                    idle = not (rvs and rvs[-1] > sent_rv) and not self._closing \
+                        and self._drop_gen == drop_gen
+                    if idle:
+                        self._lock.wait(max(0.0, min(deadline, next_bookmark) - now))
         except (BrokenPipeError, ConnectionResetError, OSError):
             h.close_connection = True
 

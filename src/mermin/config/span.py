@@ -13,7 +13,8 @@ class SpanConfig(StrictModel):
     """When a flow is reported and when it ends. Durations accept "500ms", "5s", "1m30s", ...
 
     A TCP flow's idle timeout follows its state as packets arrive: `tcp_timeout` while open,
-    `tcp_fin_timeout` once FIN was seen in both directions, `tcp_rst_timeout` once a RST was seen.
+    `tcp_fin_timeout` once FIN was seen in both directions, `tcp_close_linger` once the close
+    completed (the last FIN acknowledged), `tcp_rst_timeout` once a RST was seen.
     """
 
     max_record_interval: Duration = Field(
@@ -33,6 +34,16 @@ class SpanConfig(StrictModel):
         description="Idle timeout of a TCP connection once FIN was seen in both directions.",
         gt=0,
     )
+    tcp_close_linger: Duration = Field(
+        0.5,
+        description=(
+            "New. Idle time after a TCP connection has closed completely (FIN both ways and "
+            "the last FIN acknowledged) before its final report (end_of_flow) leaves: the "
+            "last ACK can trail the FIN by a moment. With the default poll_interval a closed "
+            "connection is reported within about 1.5 s of its last packet."
+        ),
+        ge=0,
+    )
     tcp_rst_timeout: Duration = Field(
         5.0, description="Idle timeout of a TCP connection once a RST was seen.", gt=0
     )
@@ -49,10 +60,13 @@ class SpanConfig(StrictModel):
         ge=0,
     )
     poll_interval: Duration = Field(
-        5.0,
+        1.0,
         description=(
             "How often the flow table reads the kernel map (live: wall time; replay: capture "
-            "time). Timeouts and report times are rounded up to this granularity."
+            "time). Timeouts and report times are rounded up to this granularity. The "
+            "original polled every 5 s (flow_store_poll_interval); 1 s keeps reports of "
+            "closed connections within 2 s of their last packet at a cost of one batched map "
+            "read per second (about 5 ms per 10,000 flows)."
         ),
         gt=0,
     )

@@ -50,6 +50,10 @@ def totals(values: np.ndarray) -> np.ndarray:
     return out
 
 
+# observer states once the last FIN has been acknowledged (enum mermin_tcp_state)
+_CLOSED_STATES = np.array([0, 10], dtype=np.uint8)  # closed, time_wait
+
+
 def _flag_masks(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(rst, fin_both) per flow; both False for non-TCP flows."""
     tcp = keys["protocol"] == TCP
@@ -70,9 +74,11 @@ def timeouts_ns(keys: np.ndarray, values: np.ndarray, cfg: SpanConfig) -> np.nda
     """Idle timeout of each flow in ns, following TCP state as FIN/RST arrive."""
     proto = keys["protocol"]
     rst, fin_both = _flag_masks(keys, values)
-    conditions = [rst, fin_both, proto == TCP, proto == UDP, (proto == ICMP) | (proto == ICMPV6)]
-    choices = [cfg.tcp_rst_timeout, cfg.tcp_fin_timeout, cfg.tcp_timeout, cfg.udp_timeout,
-               cfg.icmp_timeout]  # fmt: skip
+    closed = fin_both & np.isin(values["tcp_state"], _CLOSED_STATES)
+    conditions = [rst, closed, fin_both, proto == TCP, proto == UDP,
+                  (proto == ICMP) | (proto == ICMPV6)]  # fmt: skip
+    choices = [cfg.tcp_rst_timeout, cfg.tcp_close_linger, cfg.tcp_fin_timeout, cfg.tcp_timeout,
+               cfg.udp_timeout, cfg.icmp_timeout]  # fmt: skip
     seconds = np.select(conditions, choices, cfg.generic_timeout)
     return (seconds * 1e9).astype(np.int64)
 
