@@ -66,13 +66,15 @@ def free_port() -> int:
 
 
 def write_config(path: Path, interfaces: list[str], *, extra: str = "",
-                 record_interval: str = "60s", udp_timeout: str = "30s", metrics_port: int | None = None,
+                 record_interval: str = "60s", udp_timeout: str = "30s",
+                 metrics_port: int | None = None,
                  health_port: int | None = None) -> tuple[int, int]:
     metrics_port = metrics_port or free_port()
     health_port = health_port or free_port()
     path.write_text(CONFIG_TEMPLATE.format(
         interfaces=", ".join(f'"{name}"' for name in interfaces), extra=extra,
-        record_interval=record_interval, udp_timeout=udp_timeout, metrics_port=metrics_port, health_port=health_port))
+        record_interval=record_interval, udp_timeout=udp_timeout, metrics_port=metrics_port,
+        health_port=health_port))
     return metrics_port, health_port
 
 

@@ -138,8 +138,8 @@ def test_exact_counts_v4_v6_pod_to_pod_counted_once(tmp_path: Path) -> None:
             topo.run_in(None, ["ip", "-n", node.pods[pod], "link", "set", "dev",
                                node.pod_ifs[pod], "gso_max_segs", "1"])
         pcap = tmp_path / "client.pcap"
-        dump = topo.spawn_in(node.pods["a"], ["tcpdump", "-i", node.pod_ifs["a"], "-U", "-n", "-w", str(pcap),
-                                              "tcp or udp or icmp or icmp6"])
+        dump = topo.spawn_in(node.pods["a"], ["tcpdump", "-i", node.pod_ifs["a"], "-U", "-n",
+                                              "-w", str(pcap), "tcp or udp or icmp or icmp6"])
         time.sleep(1.0)  # tcpdump opens its socket
         with run_agent(config, tmp_path, metrics_port, health_port) as agent:
             agent.wait_ready()
