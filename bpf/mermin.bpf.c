@@ -306,6 +306,14 @@ static __always_inline int flow_create(struct scratch *s)
 	if (p->tun.type)
 		set_tunnel(nv, p);
 	flow_apply(&s->clock, nv, p, now);
+	/*
+	 * a SYN / SYN-ACK time set by this first packet is first_seen exactly (not a second
+	 * clock read), so userspace can tell the handshake opened the flow
+	 */
+	if (nv->tcp_syn_ns)
+		nv->tcp_syn_ns = now;
+	if (nv->tcp_synack_ns)
+		nv->tcp_synack_ns = now;
 
 	err = bpf_map_update_elem(&FLOWS, &p->key, nv, BPF_NOEXIST);
 	if (!err)

@@ -111,6 +111,9 @@ SERVER = textwrap.dedent("""
         daemon_threads = True
     class Server6(Server):
         address_family = socket.AF_INET6
+        def server_bind(self):
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            super().server_bind()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("0.0.0.0", 5353))
     def udp_echo():

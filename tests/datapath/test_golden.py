@@ -425,6 +425,9 @@ def test_live_clock_is_boottime(require_root: None, bpf_object: Path) -> None:
         after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         v = only_flow(h, expected_key(V4, 6)[0])
         assert before <= v["first_seen_ns"] <= v["tcp_syn_ns"] <= v["tcp_synack_ns"] <= after
+        # the SYN opened the flow: its time is first_seen itself (how userspace knows the
+        # handshake was seen from the start), not a second clock read
+        assert v["tcp_syn_ns"] == v["first_seen_ns"]
         # last_seen reads the clock at most once per jiffy: never before first_seen, and
         # at most one tick (<= 10 ms at HZ=100) older than the packet
         assert v["first_seen_ns"] <= v["last_seen_ns"] <= after
