@@ -366,3 +366,17 @@ def test_unreadable_tls_files_are_a_config_error(protocol: str) -> None:
     ok = OtlpExporter(OtlpConfig(protocol=protocol), RES)
     assert isinstance(ok, Exporter)
     ok.shutdown(0.1)
+
+
+def test_public_api_is_exported() -> None:
+    import mermin.export as pkg
+
+    ours = {
+        n for n in dir(pkg)
+        if not n.startswith("_")
+        and getattr(getattr(pkg, n), "__module__", "").startswith("mermin.export")
+    }  # classes and functions of this package reachable from it
+    assert sorted(pkg.__all__) == pkg.__all__
+    assert ours <= set(pkg.__all__)
+    for name in pkg.__all__:
+        assert getattr(pkg, name) is not None
