@@ -312,3 +312,15 @@ def test_legacy_poll_interval_conflicting_with_span_poll_interval() -> None:
         ConfigError, match=r"^c.hcl:3: pipeline.flow_producer.flow_store_poll_interval: .*disagree"
     ):
         parse_config(text, fmt="hcl", name="c.hcl", environ={})
+
+
+def test_a_secret_of_the_wrong_type_is_named_but_never_echoed(tmp_path: Path) -> None:
+    path = _write(tmp_path, "secret.hcl", (
+        'export "traces" {\n  otlp = {\n    auth = { bearer = 987654321 }\n'
+        '    headers = { "x-api-key" = 4242424242 }\n  }\n}\n'
+    ))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert "export.traces.otlp.auth.bearer" in text
+    assert "987654321" not in text and "4242424242" not in text

@@ -92,10 +92,16 @@ def _where(path: Path, name: str, lines: Lines, origins: Mapping[Path, str]) -> 
     return name, 0
 
 
+# keys whose values are secrets: an error names the key, never echoes the value
+_SECRET_KEYS = frozenset({"pass", "password", "bearer", "token", "headers", "client_key"})
+
+
 def _message(err: Mapping[str, Any], path: Path, root: type[BaseModel]) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     value = err.get("input")
+    if any(part in _SECRET_KEYS for part in path if isinstance(part, str)):
+        value = _Hidden()
     if kind == "extra_forbidden":
         return _unknown_key(path, root)
     if kind == "missing":
@@ -114,6 +120,13 @@ def _message(err: Mapping[str, Any], path: Path, root: type[BaseModel]) -> str:
             return f"{msg}, got a list (a block written twice? write it once)"
         return f"{msg}, got {_show(value)}"
     return msg[0].lower() + msg[1:] if msg else kind
+
+
+class _Hidden:
+    """Stands in for a secret's value in messages."""
+
+    def __repr__(self) -> str:
+        return "a value (not shown: secret)"
 
 
 def _show(value: Any) -> str:

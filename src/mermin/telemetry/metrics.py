@@ -209,7 +209,7 @@ EXPORT_TIMEOUTS = Counter(
 # --- export (new) ------------------------------------------------------------------------------
 EXPORT_DROPPED = Counter(
     "mermin_export_dropped_total", "Flow spans an exporter dropped, by reason "
-    "(queue_full, retries_exhausted, non_retryable, shutdown).",
+    "(queue_full, retries_exhausted, non_retryable, shutdown, closed_pipe).",
     ["exporter", "reason"], registry=REGISTRY,
 )
 EXPORT_DURATION = _histogram(
