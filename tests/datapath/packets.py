@@ -311,3 +311,10 @@ def key_tuple(k: np.void) -> tuple:
     """A FLOWS key record as a hashable tuple (the shape `expected_key()` returns)."""
     return (bytes(k["addr_a"]), bytes(k["addr_b"]), int(k["port_a"]), int(k["port_b"]),
             int(k["ip_version"]), int(k["protocol"]))  # fmt: skip
+
+
+def only_flow(h: Harness, key: tuple):
+    """The value of the one flow in the map, asserting it is the only one and has `key`."""
+    flows = h.flows()
+    assert list(flows) == [key], f"expected exactly one flow {key}, got {list(flows)}"
+    return flows[key]

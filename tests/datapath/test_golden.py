@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from tests.datapath.packets import (
     icmp_echo,
     ip_len,
     ip_pkt,
+    only_flow,
     tcp,
     udp,
 )
@@ -49,26 +49,6 @@ V6 = Conv("fd00::1", "fd00::2", 40000, 443)  # client has the lower address: sid
 SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 CLOSED, SYN_SENT, SYN_RECEIVED, ESTABLISHED = 0, 2, 3, 4
 FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, LAST_ACK, TIME_WAIT = 5, 6, 7, 9, 10
-
-
-@pytest.fixture(scope="module")
-def dp(require_root: None, bpf_object: Path) -> Iterator[Datapath]:
-    settings = DatapathSettings(pin=False, replay=True, flows_capacity=4096)
-    with Datapath.load(bpf_object, settings) as d:
-        yield d
-
-
-@pytest.fixture
-def h(dp: Datapath) -> Harness:
-    harness = Harness(dp)
-    harness.reset()
-    return harness
-
-
-def only_flow(h: Harness, key: tuple):
-    flows = h.flows()
-    assert list(flows) == [key], f"expected exactly one flow {key}, got {list(flows)}"
-    return flows[key]
 
 
 def run_all(h: Harness, frames: list[tuple[bytes, str]]) -> list[int]:

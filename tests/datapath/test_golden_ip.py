@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from scapy.layers.inet import ICMP, TCP, UDP
 from scapy.layers.inet6 import (
@@ -28,35 +25,18 @@ from tests.datapath.packets import (
     expected_key,
     fragments,
     ip_len,
+    only_flow,
     tcp,
 )
 
-from mermin.datapath.loader import Datapath, DatapathSettings
+from mermin.datapath.loader import DatapathSettings
 
 pytestmark = [pytest.mark.privileged, pytest.mark.usefixtures("require_root")]
 
 V4 = Conv("10.1.0.1", "10.1.0.2", 5353, 9999)
 V6 = Conv("fd00::a", "fd00::b", 5353, 9999)
 
-
-@pytest.fixture(scope="module")
-def dp(require_root: None, bpf_object: Path) -> Iterator[Datapath]:
-    settings = DatapathSettings(pin=False, replay=True, flows_capacity=1024, frags_capacity=64)
-    with Datapath.load(bpf_object, settings) as d:
-        yield d
-
-
-@pytest.fixture
-def h(dp: Datapath) -> Harness:
-    harness = Harness(dp)
-    harness.reset()
-    return harness
-
-
-def only_flow(h: Harness, key: tuple):
-    flows = h.flows()
-    assert list(flows) == [key], f"expected exactly one flow {key}, got {list(flows)}"
-    return flows[key]
+DATAPATH_SETTINGS = DatapathSettings(pin=False, replay=True, flows_capacity=1024, frags_capacity=64)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ header recorded beside it; WireGuard, ESP and AH are flows of their own with the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from tests.datapath.packets import (
     gre,
     ip_in_ip,
     ip_len,
+    only_flow,
     tcp,
     tcp_ip,
     udp,
@@ -41,25 +41,7 @@ INNER6 = Conv("fd10::2", "fd10::1", 33000, 8080)
 OUTER4 = Conv("192.0.2.1", "192.0.2.2", 51000, 4789)
 OUTER6 = Conv("2001:db8::1", "2001:db8::2", 52000, 6081)
 
-
-@pytest.fixture(scope="module")
-def dp(require_root: None, bpf_object: Path) -> Iterator[Datapath]:
-    settings = DatapathSettings(pin=False, replay=True, flows_capacity=1024)
-    with Datapath.load(bpf_object, settings) as d:
-        yield d
-
-
-@pytest.fixture
-def h(dp: Datapath) -> Harness:
-    harness = Harness(dp)
-    harness.reset()
-    return harness
-
-
-def only_flow(h: Harness, key: tuple):
-    flows = h.flows()
-    assert list(flows) == [key], f"expected exactly one flow {key}, got {list(flows)}"
-    return flows[key]
+DATAPATH_SETTINGS = DatapathSettings(pin=False, replay=True, flows_capacity=1024)
 
 
 def check_tunnel(v, *, ttype: Tunnel, outer: Conv, proto: int, tid: int = 0, ports: bool = True):
