@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -304,7 +303,8 @@ while True:
 # "<local port> <time_ns after EOF + close>".
 CLIENT = r"""
 import random, socket, sys, time
-server, port, n, seconds, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+server, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+seconds, seed = float(sys.argv[4]), int(sys.argv[5])
 rnd = random.Random(seed)
 gap = seconds / n
 at = time.monotonic()
@@ -450,6 +450,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--settle", type=float, default=5.0,
                    help="wait this long after the last connection before stopping the agent")
+    p.add_argument("--load", action="store_true",
+                   help="meanwhile run bench_agent_load's traffic (10,000 active UDP flows, "
+                        "2,000 new flows/s; agent span.udp_timeout 5s, capacity 65536)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.connections < 1 or args.seconds <= 0:
@@ -464,13 +467,34 @@ def _on_signal(signum: int, _frame: object) -> None:
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     """One whole measurement; returns the results (also printed through `log`)."""
     lines: list[tuple[int, bytes]] = []
+    ours = b'port":%d' % SERVER_PORT  # keep only the benchmark connections' lines
+
+    def on_line(arrival: int, raw: bytes) -> None:
+        if ours in raw:
+            lines.append((arrival, raw))
+
+    span, capacity = None, None
+    if args.load:  # the load benchmark's settings: new UDP flows end after 5 s
+        import bench_agent_load as load
+
+        span, capacity = {"udp_timeout": f"{load.UDP_TIMEOUT:g}s"}, load.CAPACITY
+    loaded = {}
     with tempfile.TemporaryDirectory(prefix="mab-lat-") as tmp, make_pods() as pods:
         mport, hport = free_port(), free_port()
-        cfg = agent_config(pods.host_ifaces, mport, hport)
-        with start_agent(cfg, Path(tmp), mport, hport,
-                         lambda t, raw: lines.append((t, raw)), attached=2) as agent:
+        cfg = agent_config(pods.host_ifaces, mport, hport, span=span, capacity=capacity)
+        with start_agent(cfg, Path(tmp), mport, hport, on_line, attached=2) as agent:
+            if args.load:
+                sender = pods.topo.spawn_in(pods.ns_a, [
+                    sys.executable, "-c", load.SENDER, pods.ip_b, str(load.DST_PORT), "10000",
+                    "2", "2000", str(args.seconds + args.settle + 15)], text=True)
+                time.sleep(10)  # the flow population reaches its steady state
+                cpu0 = load.proc_sample(agent.pid)
             client, server = run_connections(pods, args.connections, args.seconds, args.seed)
             time.sleep(args.settle)
+            if args.load:
+                cpu1 = load.proc_sample(agent.pid)
+                loaded = {"agent_cpu_pct": (cpu1.cpu_s - cpu0.cpu_s) / (cpu1.t - cpu0.t) * 100,
+                          "sender_running": sender.poll() is None}
             agent.stop()
             log_tail = agent.log_tail(1500)
             stopped = agent.stopped_at_ns
@@ -490,10 +514,15 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
         "client_minus_report_end_ms": summary(
             [(client[p] - f.end_ns) / 1e6 for p, f in eof.items() if p in client]),
     }
+    if loaded:
+        res["background_load"] = {"active_flows": 10_000, "new_flows_per_s": 2_000, **loaded}
     p95 = res["latency_vs_server_close"]["p95"]
     res["target_p95_s"] = TARGET_P95_S
     res["pass"] = bool(p95 is not None and p95 < TARGET_P95_S and res["missing"] == 0)
     log(f"# {res['machine']}")
+    if loaded:
+        log(f"background load: 10,000 active UDP flows + 2,000 new/s (span.udp_timeout 5s, "
+            f"capacity 65536); agent CPU {loaded['agent_cpu_pct']:.1f} %")
     log(f"connections {res['connections']}, end_of_flow reports before stop "
         f"{res['final_end_of_flow']}, missing {res['missing']}, end reasons {reasons}, "
         f"reports per connection <= {res['reports_per_connection_max']}")

@@ -25,6 +25,7 @@ the libpcap peers capture on the client's host-side veth, which carries both dir
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import json
 import os
@@ -192,13 +193,18 @@ class DatapathObserver(Observer):
         super().__init__(workdir)
         self.capacity = capacity
         self.counters: dict[str, int] = {}
+        self._stats_fd = -1
         self._dp = None
         self._att = None
 
     def _start(self, ifaces: list[str]) -> None:
+        from mermin.datapath import libbpf
         from mermin.datapath.attach import Attacher
         from mermin.datapath.loader import Datapath, DatapathSettings
 
+        # BPF_ENABLE_STATS: the kernel times every BPF program run while this fd is open
+        # (kernel-wide, closed with the observer), which gives the program's ns per packet.
+        self._stats_fd = int(libbpf.lib().bpf_enable_stats(0))  # BPF_STATS_RUN_TIME
         self._dp = Datapath.load(settings=DatapathSettings(flows_capacity=self.capacity,
                                                            pin=False))
         self._att = Attacher(self._dp)
@@ -220,6 +226,23 @@ class DatapathObserver(Observer):
                       if k.startswith(("map_full", "unparsed", "frag"))
                       and k != "unparsed_ethertype"}
 
+    def run_stats(self) -> tuple[int, int] | None:
+        """(run time ns, runs) of both programs so far; None without BPF_ENABLE_STATS."""
+        from mermin.datapath import libbpf
+
+        if self._dp is None or self._stats_fd < 0:
+            return None
+        ns = runs = 0
+        for prog in ("mermin_ingress", "mermin_egress"):
+            buf = ctypes.create_string_buffer(232)  # struct bpf_prog_info up to run_cnt
+            size = ctypes.c_uint32(len(buf))
+            if libbpf.lib().bpf_obj_get_info_by_fd(self._dp.program_fd(prog), buf,
+                                                   ctypes.byref(size)) != 0:
+                return None
+            t, n = struct.unpack_from("<QQ", buf.raw, 192)  # run_time_ns, run_cnt
+            ns, runs = ns + t, runs + n
+        return ns, runs
+
     def _stop(self) -> None:
         try:
             if self._att is not None:
@@ -228,6 +251,9 @@ class DatapathObserver(Observer):
             if self._dp is not None:
                 self._dp.close()
             self._att = self._dp = None
+            if self._stats_fd >= 0:
+                os.close(self._stats_fd)
+            self._stats_fd = -1
 
 
 def flows_from_map(keys, values) -> list[FlowCount]:
@@ -297,8 +323,9 @@ class AgentObserver(Observer):
 
     def __init__(self, workdir: Path, *, capacity: int = 65536, record_interval: str = "10s",
                  poll_interval: str = "1s", timeout: str = "60s",
-                 rst_timeout: str = "5s") -> None:
+                 rst_timeout: str = "5s", private_bpffs: bool = True) -> None:
         super().__init__(workdir)
+        self.private_bpffs = private_bpffs
         self.settings = dict(capacity=capacity, record_interval=record_interval,
                              poll_interval=poll_interval, timeout=timeout,
                              rst_timeout=rst_timeout)
@@ -316,7 +343,14 @@ class AgentObserver(Observer):
             health_port=self.health_port, **self.settings))
         env = dict(os.environ)
         env.pop("MERMIN_CONFIG_PATH", None)
-        proc = self._spawn([sys.executable, "-m", "mermin.cli", "run", "--config", str(cfg)],
+        argv = [sys.executable, "-m", "mermin.cli", "run", "--config", str(cfg)]
+        if self.private_bpffs:
+            # A mount namespace of its own with a fresh BPF filesystem: the agent's pinned
+            # maps and links are private (another agent on this machine, e.g. a test, pins
+            # at the same path and would share its FLOWS map) and vanish with the process.
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount -t bpf bpf /sys/fs/bpf && exec "$@"', "sh", *argv]
+        proc = self._spawn(argv,
                            stdout=subprocess.PIPE, cwd=REPO, env=env,
                            stderr=open(self.workdir / "mermin.log", "ab"))  # noqa: SIM115
         self._reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
@@ -616,16 +650,23 @@ class ArgusObserver(Observer):
                                "-s", *fields.split()], capture_output=True, text=True,
                               timeout=60)
         self.flows = []
+        implausible = 0
         for line in proc.stdout.splitlines():
             parts = [p.strip() for p in line.split(",")]
             if len(parts) != 9 or not parts[5].isdigit():
                 continue
             sa, sp, da, dp, proto, spk, dpk, sb, db = parts
+            if int(spk) * 20 > int(sb) or int(dpk) * 20 > int(db):
+                implausible += 1  # fewer than 20 bytes a packet: a corrupt record
+                continue
             pn = {"tcp": 6, "udp": 17, "icmp": 1}.get(proto, -1)
             sport, dport = _port(sp), _port(dp)
             self.flows.append(FlowCount(sa, sport, da, dport, pn, int(spk), int(sb)))
             self.flows.append(FlowCount(da, dport, sa, sport, pn, int(dpk), int(db)))
         self.notes.append("argus bytes include the 14-byte Ethernet header")
+        if implausible:
+            self.notes.append(f"argus: ignored {implausible} record(s) with more packets "
+                              "than bytes / 20 (corrupt counters)")
 
 
 def _port(text: str) -> int:

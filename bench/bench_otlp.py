@@ -8,7 +8,8 @@
 * The sender (this process) is pinned to CPU 0. For each case it reports wall-clock spans/s and
   spans per CPU-second of this process (all threads: encode, queue, gRPC/HTTP I/O, compression).
 * Same spans both sides: FlowReports from tests/export/samples.py (TCP with Kubernetes metadata
-  of ~300 pods, some UDP/IPv6/VXLAN and ICMP; ~52 attributes per span), and a variant without
+  of ~300 pods, shared read-only AttrMaps per pod as the Kubernetes enricher hands them out,
+  some UDP/IPv6/VXLAN and ICMP; ~52 attributes per span), and a variant without
   Kubernetes metadata (~27 attributes). The SDK gets ReadableSpans with the same name, ids,
   kind, times, attributes, resource and scope, through BatchSpanProcessor + OTLPSpanExporter;
   building those ReadableSpans is NOT counted against the SDK.
@@ -161,6 +162,38 @@ def bench_encode(reports: list[FlowReport], resource: dict[str, str]) -> dict[st
     cpu = time.process_time() - t0
     return {"cpu_s": cpu, "spans_per_cpu_s": len(reports) / cpu,
             "bytes_per_span": size / len(reports)}  # fmt: skip
+
+
+def bench_gzip(reports: list[FlowReport], resource: dict[str, str]) -> dict[str, Any]:
+    """CPU per span of compressing 1024-span requests: ISA-L (what http uses for levels 1-3)
+    and zlib (levels 4-9 here; level 6 is what the gRPC core always uses)."""
+    import zlib
+
+    from mermin.export.encode import SpanEncoder
+    from mermin.export.http import gzip_compressor
+
+    enc = SpanEncoder(resource)
+    bodies = [enc.encode(reports[i : i + 1024]) for i in range(0, min(len(reports), 8192), 1024)]
+    n = 1024 * len(bodies)
+    out: dict[str, Any] = {}
+
+    def zlib_level(level: int) -> Any:
+        def compress(body: bytes) -> bytes:
+            c = zlib.compressobj(level, zlib.DEFLATED, 31)
+            return c.compress(body) + c.flush()
+
+        return compress
+
+    for name, fn in (("isal-1", gzip_compressor(1)), ("isal-3", gzip_compressor(3)),
+                     ("zlib-1", zlib_level(1)), ("zlib-6", zlib_level(6))):  # fmt: skip
+        best, size = 1e9, 0
+        for _ in range(3):
+            t0 = time.process_time()
+            size = sum(len(fn(b)) for b in bodies)
+            best = min(best, time.process_time() - t0)
+        out[name] = {"us_per_span": best / n * 1e6,
+                     "ratio": sum(map(len, bodies)) / size}  # fmt: skip
+    return out
 
 
 def bench_official_encode(reports: list[FlowReport], resource: dict[str, str]) -> float:
@@ -316,6 +349,16 @@ def main() -> None:
         print(f"encode only: mermin {enc['spans_per_cpu_s']:,.0f} spans/CPU-s; official "
               f"opentelemetry-proto messages {off:,.0f} spans/CPU-s "
               f"({enc['spans_per_cpu_s'] / off:.1f}x)")  # fmt: skip
+        results[f"{label}/encode"] = {"mermin": enc, "official": off}
+        if k8s:  # the static enricher's per-report copies instead of the shared AttrMaps
+            copies = bench_encode(flow_reports(args.spans, seed=1, shared=False), resource)
+            results[f"{label}/encode_copies"] = copies
+            print(f"encode only, a metadata dict copy per report: "
+                  f"{copies['spans_per_cpu_s']:,.0f} spans/CPU-s")  # fmt: skip
+        gz = bench_gzip(reports, resource)
+        results[f"{label}/gzip"] = gz
+        print("gzip of 1024-span requests: " + ", ".join(
+            f"{k} {v['us_per_span']:.2f} us/span ({v['ratio']:.1f}x)" for k, v in gz.items()))
         sdk_input = sdk_spans(reports[: args.sdk_spans], resource)
         for kind in ("grpc", "http"):
             rx = Receiver(kind)

@@ -21,6 +21,8 @@ median is reported, because the machine is shared and noisy. Columns of the summ
                 a TSO/GSO super-packet counts as its segments), UDP datagrams through the veth
     % none      throughput ratio to the baseline (TCP: Gbit/s, UDP: packets/s sent)
     cpu s/Mpkt  user+system CPU of the observer's processes per million packets
+    kernel ns/pkt   datapath only: run time of mermin's two programs per packet (kernel's
+                BPF_ENABLE_STATS; a packet crosses two hooks: one counts, one dedups)
     softirq     system-wide softirq seconds during the run (baseline's shown in its own row)
     RSS MB      observer's resident memory at the end of the run
     acc %       packets the observer reported / truth: UDP = the iperf3 data flow's datagrams
@@ -62,6 +64,7 @@ from bench_common import (
 )
 from bench_observers import (
     OBSERVERS,
+    DatapathObserver,
     available,
     ensure_installed,
     make_observer,
@@ -91,6 +94,8 @@ class RunResult:
     server_lost: int = 0  # UDP datagrams iperf3's server did not receive
     reported_bytes: int | None = None  # UDP only: IP bytes of the data flow
     truth_bytes: int | None = None
+    prog_ns: float | None = None  # datapath: kernel program run time per packet, both hooks
+    prog_runs: int | None = None
     drops: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -117,9 +122,11 @@ def measure(net: BenchNet, observer: str, test: str, seconds: float, workdir: Pa
         time.sleep(SETTLE)
         pids = obs.pids()
         seg0 = net.tcp_segments() if tcp else 0
+        stats0 = obs.run_stats() if isinstance(obs, DatapathObserver) else None
         cpu0, irq0, c0 = cpu_seconds(pids), softirq_seconds(), link_counters(net.host_c)
         ip = run_iperf(net, test, seconds, rate)
         c1, irq1 = link_counters(net.host_c), softirq_seconds()
+        stats1 = obs.run_stats() if isinstance(obs, DatapathObserver) else None
         seg1 = net.tcp_segments() if tcp else 0
         pids = obs.pids()
         cpu1, rss = cpu_seconds(pids), rss_mb(pids)
@@ -132,6 +139,9 @@ def measure(net: BenchNet, observer: str, test: str, seconds: float, workdir: Pa
         server_lost=ip.lost_packets, cpu_s=max(0.0, cpu1 - cpu0), softirq_s=irq1 - irq0, rss_mb=rss,
         drops={k: v for k, v in obs.drops.items() if v}, notes=list(obs.notes),
     )
+    if stats0 and stats1 and packets:
+        result.prog_ns = (stats1[0] - stats0[0]) / packets
+        result.prog_runs = stats1[1] - stats0[1]
     if obs.flows is not None:
         if test.startswith("udp"):
             # iperf3 also sends one 4-byte connect datagram per stream
@@ -177,7 +187,7 @@ def run(seconds: float, repeat: int, observers: list[str], tests: list[str],
 def summarize(results: list[RunResult]) -> tuple[list[str], list[list[object]]]:
     """Median per (test, observer), in first-seen order; ratios against `none`."""
     headers = ["test", "observer", "runs", "Gbit/s", "kpps", "% none", "cpu s/Mpkt",
-               "softirq s", "RSS MB", "acc %", "drops"]
+               "kernel ns/pkt", "softirq s", "RSS MB", "acc %", "drops"]
     keys: list[tuple[str, str]] = []
     for r in results:
         if (r.test, r.observer) not in keys:
@@ -203,7 +213,9 @@ def summarize(results: list[RunResult]) -> tuple[list[str], list[list[object]]]:
                 drops[k] = drops.get(k, 0) + v
         rows.append([
             test, obs, len(group), gbps, pps / 1e3, ratio,
-            per_m if user else None, median([r.softirq_s for r in group]),
+            per_m if user else None,
+            median([r.prog_ns for r in group if r.prog_ns is not None]) or None,
+            median([r.softirq_s for r in group]),
             median([r.rss_mb for r in group]) if user else None,
             f"{min(accs):.3f}" if accs else None,
             ", ".join(f"{k}={v}" for k, v in drops.items()) or ("0" if accs else None),

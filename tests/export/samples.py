@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from mermin.enrich.k8s.attributes import AttrMap
 from mermin.flows.record import EndReason, FlowReport, SpanKind
 
 __all__ = ["flow_reports", "tcp_report"]
@@ -13,17 +14,19 @@ _NS = ["default", "kube-system", "shop", "payments"]
 _PODS = ["frontend", "cart", "checkout", "redis", "coredns", "api", "worker"]
 
 
-_POD_META: dict[int, dict[str, str]] = {}
+_POD_META: dict[int, AttrMap] = {}
 
 
-def _k8s(rng: random.Random, i: int) -> dict[str, str]:
-    """Metadata of one of ~300 pods (a node's worth): it repeats across flows, as in life, and
-    each report gets its own copy of the pod's dict (what the enrichers do)."""
+def _k8s(rng: random.Random, i: int, shared: bool = True) -> dict[str, str]:
+    """Metadata of one of ~300 pods (a node's worth): it repeats across flows, as in life.
+    `shared`: every report of a pod gets the same read-only `AttrMap` (what the Kubernetes
+    enricher hands out from its cache); otherwise each report gets its own plain-dict copy
+    (what the static inventory enricher does)."""
     i = rng.randrange(300)
     meta = _POD_META.get(i)
     if meta is None:
-        meta = _POD_META[i] = _pod_meta(i)
-    return meta.copy()
+        meta = _POD_META[i] = AttrMap(_pod_meta(i))
+    return meta if shared else dict(meta)
 
 
 def _pod_meta(i: int) -> dict[str, str]:
@@ -43,8 +46,9 @@ def _pod_meta(i: int) -> dict[str, str]:
     }
 
 
-def tcp_report(i: int = 0, rng: random.Random | None = None, *, k8s: bool = True) -> FlowReport:
-    """One established TCP report with most attributes set."""
+def tcp_report(i: int = 0, rng: random.Random | None = None, *, k8s: bool = True,
+               shared: bool = True) -> FlowReport:  # fmt: skip
+    """One established TCP report with most attributes set (`shared`: see `_k8s`)."""
     rng = rng or random.Random(i)
     start = 1_764_100_000_000_000_000 + i * 1_000_000
     r = FlowReport(
@@ -88,9 +92,9 @@ def tcp_report(i: int = 0, rng: random.Random | None = None, *, k8s: bool = True
         src_local=True,
     )
     if k8s:
-        r.src_k8s = _k8s(rng, i)
-        r.dst_k8s = _k8s(rng, i + 1)
-        r.policies_ingress = ["shop/allow-frontend", "shop/default-deny"]
+        r.src_k8s = _k8s(rng, i, shared)
+        r.dst_k8s = _k8s(rng, i + 1, shared)
+        r.policies_ingress = _POLICIES if shared else list(_POLICIES)
     return r
 
 
@@ -122,8 +126,13 @@ def _icmp(i: int, rng: random.Random) -> FlowReport:
     )  # fmt: skip
 
 
-def flow_reports(n: int, seed: int = 1, *, k8s: bool = True) -> list[FlowReport]:
-    """`n` reports, mostly TCP with Kubernetes metadata, some UDP/IPv6/VXLAN and ICMP."""
+_POLICIES = ["shop/allow-frontend", "shop/default-deny"]  # one list shared, as the enricher does
+
+
+def flow_reports(n: int, seed: int = 1, *, k8s: bool = True, shared: bool = True
+                 ) -> list[FlowReport]:  # fmt: skip
+    """`n` reports, mostly TCP with Kubernetes metadata, some UDP/IPv6/VXLAN and ICMP
+    (`shared`: the enricher's shared read-only metadata maps, else a copy per report)."""
     rng = random.Random(seed)
     out: list[FlowReport] = []
     for i in range(n):
@@ -133,5 +142,5 @@ def flow_reports(n: int, seed: int = 1, *, k8s: bool = True) -> list[FlowReport]
         elif m == 9:
             out.append(_icmp(i, rng))
         else:
-            out.append(tcp_report(i, rng, k8s=k8s))
+            out.append(tcp_report(i, rng, k8s=k8s, shared=shared))
     return out

@@ -10,9 +10,10 @@ check both against the official opentelemetry-proto messages.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from itertools import chain, repeat
-from operator import attrgetter
+from operator import attrgetter, is_not
 from typing import Any
 
 import numpy as np
@@ -196,23 +197,79 @@ def _k8s_keys(metas: list[dict[str, str]]) -> Any:
     return zip(map(tuple, metas), map(tuple, map(dict.values, metas)), strict=True)
 
 
+def _frozen_maps() -> tuple[type, ...]:
+    """Mapping types whose instances never change after creation, so their encoding can be
+    cached by identity: the enricher's shared read-only `AttrMap`. Looked up lazily: when its
+    module is not loaded, no such map exists (and the exporter does not import the enricher)."""
+    mod = sys.modules.get("mermin.enrich.k8s.attributes")
+    attr_map = getattr(mod, "AttrMap", None)
+    return (attr_map,) if isinstance(attr_map, type) else ()
+
+
+class _K8sColumn:
+    """One endpoint's `<prefix><key>` attributes for a batch.
+
+    The Kubernetes enricher hands out one shared read-only `AttrMap` per endpoint, so the
+    same object comes back report after report: its finished bytes are cached by `id()`
+    (one C-level dict lookup per report), with a reference kept so the id cannot be reused
+    by another object while it is cached. Any other dict (mutable: the static enricher's
+    copies, tests) is looked up by content, so a changed dict never gets a stale encoding.
+    Both caches are bounded and cleared whole when full.
+    """
+
+    def __init__(self, prefix: str, limit: int = CACHE_LIMIT) -> None:
+        self.by_content = _Cache(_k8s(prefix), limit)
+        self.by_id: dict[int, bytes] = {}
+        self.refs: list[Mapping[str, str]] = []  # keeps each id-cached map (and its id) alive
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return len(self.by_content)
+
+    def encode(self, metas: list[Mapping[str, str]]) -> list[bytes]:
+        out: list[Any] = list(map(self.by_id.get, map(id, metas)))
+        if None not in out:
+            return out
+        frozen = _frozen_maps()
+        if not frozen or not set(map(type, metas)).intersection(frozen):
+            # plain dicts only: content keys, every step in C (a non-dict raises TypeError:
+            # the caller falls back to the per-report path)
+            return list(map(self.by_content.__getitem__, _k8s_keys(metas)))  # type: ignore[arg-type]
+        content = self.by_content
+        for i, b in enumerate(out):
+            if b is not None:
+                continue
+            m = metas[i]
+            t = type(m)
+            if t is not dict and t not in frozen:
+                raise TypeError(f"unexpected metadata type {t.__name__}")
+            b = out[i] = content[(tuple(m), tuple(m.values()))]
+            if t is not dict:
+                if len(self.by_id) >= self.limit:
+                    self.by_id.clear()
+                    self.refs.clear()
+                self.by_id[id(m)] = b
+                self.refs.append(m)
+        return out
+
+
+_NO_ICMP_TUNNEL = (None,) * 5  # ICMP types, SPIs and tunnel type all absent (most reports)
+
+
 def _icmp_tunnel(key: tuple[Any, ...]) -> bytes:
     """ICMP then SPI/tunnel attributes (adjacent, and usually all absent: one lookup)."""
+    if key == _NO_ICMP_TUNNEL:
+        return b""
     return _icmp(key[:5]) + _tunnel(key[5:])
 
 
-def _tail_key(r: FlowReport) -> tuple[Any, ...]:
-    pi, pe = r.policies_ingress, r.policies_egress
-    return (tuple(pi) if pi else None, tuple(pe) if pe else None, r.process_pid, r.process_name)
-
-
 def _tail(key: tuple[Any, ...]) -> bytes:
-    """NetworkPolicy lists then process attributes."""
+    """NetworkPolicy lists (tuples, empty when absent) then process attributes."""
     pi, pe, pid, name = key
     out = b""
-    if pi is not None:
+    if pi:
         out += attr("network.policies.ingress", list(pi))
-    if pe is not None:
+    if pe:
         out += attr("network.policies.egress", list(pe))
     if pid is not None:
         out += attr("process.pid", pid)
@@ -221,53 +278,81 @@ def _tail(key: tuple[Any, ...]) -> bytes:
     return out
 
 
-class _Counters:
-    """The eight always-present counter attributes of a batch, varint-encoded with numpy."""
+class _Ints:
+    """Int attributes of a whole batch, varint-encoded with numpy: the eight always-present
+    counters, or one optional column (absent -> no bytes), e.g. the handshake latency.
 
-    _SHIFTS = np.arange(0, 70, 7, dtype=np.uint64)
-    _THRESH = np.array([1 << (7 * j) for j in range(1, 10)], dtype=np.uint64)
-    _KEEP = np.arange(10)[None, :] < np.arange(11)[:, None]  # [length] -> bytes in use
-    _CONT = (np.arange(10)[None, :] < np.arange(11)[:, None] - 1).astype(np.uint8) << 7
+    Each (report, attribute) is one fixed-width cell: the finished KeyValue prefix for the
+    value's varint length, right-aligned in `pmax` bytes (only its two length bytes depend on
+    that length: picked from a table), then room for a 10-byte varint. One boolean mask keeps
+    the prefix and the varint's used bytes; a single `tobytes` gives every span's chunk back
+    to back, cut at the cumulated lengths.
+    """
 
-    def __init__(self) -> None:
-        self.get = attrgetter(*(field for _, field in COUNTERS))
-        self.keys = [IntKey(k) for k, _ in COUNTERS]
-        plen = [len(k.prefixes[1]) for k in self.keys]
-        self.width = sum(p + 10 for p in plen)  # each cell: prefix + room for a 10-byte varint
-        self.template = np.zeros(self.width, np.uint8)
-        offs, o = [], 0
-        for k, p in zip(self.keys, plen, strict=True):
-            self.template[o : o + p] = np.frombuffer(k.prefixes[1], np.uint8)
-            offs.append(o)
-            o += p + 10
-        # in a prefix only two bytes depend on the varint length: KeyValue and AnyValue lengths
-        self.len1 = np.array([o + 1 for o in offs])
-        self.len2 = np.array([o + p - 2 for o, p in zip(offs, plen, strict=True)])
-        self.vcols = np.array([o + p + j for o, p in zip(offs, plen, strict=True)
-                               for j in range(10)])  # fmt: skip
+    def __init__(self, keys: Sequence[tuple[str, str]], optional: bool = False) -> None:
+        self.fields = [f for _, f in keys]
+        self.get = attrgetter(*self.fields)
+        self.optional = optional
+        self.keys = [IntKey(k) for k, _ in keys]
+        k = len(self.keys)
+        plen = [len(ik.prefixes[1]) for ik in self.keys]
+        if any(len(ik.prefixes[10]) != p for ik, p in zip(self.keys, plen, strict=True)):
+            raise ValueError("int attribute key too long for a one-byte length")
+        self.pmax = pmax = max(plen)
+        self.plen = np.array(plen, np.int64)
+        # pref[j, nb] = key j's prefix for a varint of nb bytes, right-aligned in pmax bytes
+        self.pref = np.zeros((k, 11, pmax), np.uint8)
+        self.pkeep = np.zeros((k, pmax), bool)
+        for j, (ik, p) in enumerate(zip(self.keys, plen, strict=True)):
+            for nb in range(1, 11):
+                self.pref[j, nb, pmax - p :] = np.frombuffer(ik.prefixes[nb], np.uint8)
+            self.pkeep[j, pmax - p :] = True
+        self.kidx = np.arange(k)[None, :]
+        self.shifts = np.arange(0, 70, 7, dtype=np.uint64)
+        self.thresh = np.array([1 << (7 * j) for j in range(1, 10)], dtype=np.uint64)
+        self.used = np.arange(10)[None, :] < np.arange(11)[:, None]  # [length] -> bytes used
+        self.cont = (np.arange(10)[None, :] < np.arange(11)[:, None] - 1).astype(np.uint8) << 7
 
     def encode(self, reports: Sequence[FlowReport]) -> list[Any]:
-        n = len(reports)
+        n, k = len(reports), len(self.keys)
+        present = None
         try:
-            v = np.fromiter(chain.from_iterable(map(self.get, reports)), dtype=np.uint64,
-                            count=8 * n).reshape(n, 8)  # fmt: skip
+            if k == 1:
+                vals = list(map(self.get, reports))
+                if self.optional and None in vals:
+                    present = np.fromiter(map(is_not, vals, repeat(None)), bool, n)[:, None]
+                    vals = [x or 0 for x in vals]
+                v = np.fromiter(vals, np.uint64, n).reshape(n, 1)
+            else:
+                v = np.fromiter(chain.from_iterable(map(self.get, reports)), dtype=np.uint64,
+                                count=k * n).reshape(n, k)  # fmt: skip
         except (OverflowError, TypeError, ValueError):  # negative or oversized: slow path
-            return [b"".join(k(x) for k, x in zip(self.keys, self.get(r), strict=True))
-                    for r in reports]  # fmt: skip
-        nb = np.searchsorted(self._THRESH, v, side="right") + 1  # varint length of each value
-        rows = np.broadcast_to(self.template, (n, self.width)).copy()
-        grow = (nb - 1).astype(np.uint8)
-        rows[:, self.len1] += grow
-        rows[:, self.len2] += grow
-        groups = ((v[:, :, None] >> self._SHIFTS) & np.uint64(0x7F)).astype(np.uint8)
-        groups |= self._CONT[nb]  # continuation bit on every byte but the last
-        rows[:, self.vcols] = groups.reshape(n, 80)
-        keep = np.ones((n, self.width), bool)
-        keep[:, self.vcols] = self._KEEP[nb].reshape(n, 80)  # drop the unused varint room
-        ends = np.cumsum(keep.sum(1))
+            return [b"".join(b"" if x is None else ik(x) for ik, x in
+                             zip(self.keys, vals, strict=True))
+                    for vals in map(self._tuple, reports)]  # fmt: skip
+        nb = np.searchsorted(self.thresh, v, side="right") + 1  # varint length of each value
+        if present is not None:
+            nb *= present
+        w = self.pmax + 10
+        rows = np.empty((n, k, w), np.uint8)
+        rows[:, :, : self.pmax] = self.pref[self.kidx, nb]
+        body = rows[:, :, self.pmax :]
+        np.bitwise_and(v[:, :, None] >> self.shifts, 0x7F, out=body, casting="unsafe")
+        body |= self.cont[nb]  # continuation bit on every byte but the last
+        keep = np.empty((n, k, w), bool)
+        keep[:, :, : self.pmax] = self.pkeep
+        if present is not None:
+            keep[:, :, : self.pmax] &= present[:, :, None]
+        keep[:, :, self.pmax :] = self.used[nb]
         blob = rows[keep].tobytes()
-        starts = np.concatenate(([0], ends[:-1]))
-        return list(map(blob.__getitem__, map(slice, starts.tolist(), ends.tolist())))
+        sizes = nb + self.plen
+        if present is not None:
+            sizes *= present
+        ends = np.cumsum(sizes.sum(1)).tolist()
+        return list(map(blob.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+
+    def _tuple(self, r: FlowReport) -> tuple[Any, ...]:
+        return tuple(getattr(r, f) for f in self.fields)
 
 
 class ColumnEncoder:
@@ -287,11 +372,11 @@ class ColumnEncoder:
         self.retrans = _Cache(_retrans, c)
         self.ip = _Cache(_ip, c)
         self.icmp_tunnel = _Cache(_icmp_tunnel, c)
-        self.src_k8s = _Cache(_k8s("source.k8s."), c)
-        self.dst_k8s = _Cache(_k8s("destination.k8s."), c)
+        self.src_k8s = _K8sColumn("source.k8s.", c)
+        self.dst_k8s = _K8sColumn("destination.k8s.", c)
         self.tail = _Cache(_tail, c)
         self.framing = _Cache(lambda n: b"\x12" + varint(n), c)  # ScopeSpans.spans tag + length
-        self.counters = _Counters()
+        self.counters = _Ints(COUNTERS)
         self.latency = IntKey("flow.tcp.handshake.latency")
         self.cid = StrKey("flow.community_id", 0).prefixes  # by length of the id in bytes
         g = attrgetter
@@ -302,12 +387,30 @@ class ColumnEncoder:
         self.g_retrans = g("retransmits", "rev_retransmits")
         self.g_ip = g("ip_version", "dscp", "ecn", "ttl", "flow_label", "rev_dscp", "rev_ecn",
                       "rev_ttl", "rev_flow_label")  # fmt: skip
+        self.g_icmp_tunnel_any = g("icmp_type", "rev_icmp_type", "spi", "rev_spi", "tunnel_type")
         self.g_icmp_tunnel = g(
             "ip_version", "icmp_type", "icmp_code", "rev_icmp_type", "rev_icmp_code",
             "protocol", "spi", "rev_spi", "tunnel_type", "tunnel_id", "tunnel_src_addr",
             "tunnel_dst_addr", "tunnel_src_port", "tunnel_dst_port", "tunnel_ip_version",
             "tunnel_protocol",
         )  # fmt: skip
+
+    def _icmp_tunnel_keys(self, reports: Sequence[FlowReport]) -> list[tuple[Any, ...]]:
+        """Full keys only where an ICMP/SPI/tunnel field is set: hashing the 16-field key of
+        every TCP report costs more than checking five fields."""
+        absent, full, some = _NO_ICMP_TUNNEL, self.g_icmp_tunnel, self.g_icmp_tunnel_any
+        return [k if k == absent else full(r)
+                for k, r in zip(map(some, reports), reports, strict=True)]  # fmt: skip
+
+    @staticmethod
+    def _tail_keys(reports: Sequence[FlowReport]) -> Any:
+        """(ingress policies, egress policies, pid, process name); lists as tuples (hashable,
+        empty when absent or empty, as attributes() leaves an empty list out)."""
+        g = attrgetter
+        pi = [p or () for p in map(g("policies_ingress"), reports)]
+        pe = [p or () for p in map(g("policies_egress"), reports)]
+        return zip(map(tuple, pi), map(tuple, pe), map(g("process_pid"), reports),
+                   map(g("process_name"), reports), strict=True)  # fmt: skip
 
     def _community(self, reports: Sequence[FlowReport]) -> list[bytes]:
         raw = list(map(str.encode, map(attrgetter("community_id"), reports)))
@@ -331,7 +434,7 @@ class ColumnEncoder:
         if not reports:
             return []
         rs = reports
-        lat = self.latency
+        lat, V = self.latency.prefixes, varint
         columns = [
             map(b"\x0a\x10".__add__, map(attrgetter("trace_id"), rs)),
             map(b"\x12\x08".__add__, map(attrgetter("span_id"), rs)),
@@ -346,13 +449,14 @@ class ColumnEncoder:
             self.counters.encode(rs),
             map(self.iface.__getitem__, map(self.g_iface, rs)),
             map(self.tcp.__getitem__, map(self.g_tcp, rs)),
-            [b"" if v is None else lat(v) for v in map(attrgetter("handshake_latency_ns"), rs)],
+            [b"" if v is None else lat[len(vb := V(v))] + vb  # IntKey inlined: no call
+             for v in map(attrgetter("handshake_latency_ns"), rs)],
             map(self.retrans.__getitem__, map(self.g_retrans, rs)),
             map(self.ip.__getitem__, map(self.g_ip, rs)),
-            map(self.icmp_tunnel.__getitem__, map(self.g_icmp_tunnel, rs)),
-            map(self.src_k8s.__getitem__, _k8s_keys(list(map(attrgetter("src_k8s"), rs)))),
-            map(self.dst_k8s.__getitem__, _k8s_keys(list(map(attrgetter("dst_k8s"), rs)))),
-            map(self.tail.__getitem__, map(_tail_key, rs)),
+            map(self.icmp_tunnel.__getitem__, self._icmp_tunnel_keys(rs)),
+            self.src_k8s.encode(list(map(attrgetter("src_k8s"), rs))),
+            self.dst_k8s.encode(list(map(attrgetter("dst_k8s"), rs))),
+            map(self.tail.__getitem__, self._tail_keys(rs)),
         ]
         spans = list(map(b"".join, zip(*columns, strict=True)))
         frames = map(self.framing.__getitem__, map(len, spans))

@@ -90,7 +90,11 @@ class BatchQueue(Generic[T]):
     def _take(self) -> list[T]:
         items = self._items
         n = min(len(items), self.max_batch)
-        batch = [items.popleft() for _ in range(n)]
+        if n == len(items):  # everything: one C-level copy
+            batch = list(items)
+            items.clear()
+        else:
+            batch = [items.popleft() for _ in range(n)]
         if not items:
             self._since = None
             self._flush = False
