@@ -6,7 +6,10 @@
 One iperf3 UDP flow of 64-byte datagrams from the client namespace to the server, at each
 target rate (datagrams per second; `max` = `-b 0`, as fast as iperf3 goes), once per observer.
 Ground truth per flow: iperf3's own datagram count (+ its one 4-byte connect datagram) and
-IP bytes = payload + 28 bytes of IPv4/UDP header per datagram. Columns:
+IP bytes = payload + 28 bytes of IPv4/UDP header per datagram. Before counts are read, 3,000
+datagrams of another flow push the test's last packets through the peers' libpcap rings
+(without that, each peer "missed" the 100-400 packets still waiting in a half-full ring
+block). Columns:
 
     sent kpps   datagrams per second the client pushed through its veth
     srv loss %  datagrams iperf3's server did not receive (the receiver giving up: after the

@@ -88,13 +88,15 @@ UDP_TIMEOUT = 5.0
 CAPACITY = 65536
 
 # The sender. Active flow i: source 10.201.0.0 + i // 1000, port 30000 + i % 1000. New flow j:
-# source 10.202.0.0 + j // 50000, port 10000 + j % 50000. Prints "<active pkts> <new flows>
-# <seconds>" at the end (also when terminated).
+# source 10.202.0.0 + j // 50000, port 10000 + j % 50000. With a ramp, active flow i starts at
+# i * ramp / active s (spreads their max_record_interval reports). Prints "<active pkts> <new
+# flows> <seconds>" at the end (also when terminated).
 SENDER = r"""
 import signal, socket, struct, sys, time
 dst, dport = sys.argv[1], int(sys.argv[2])
 active, period = int(sys.argv[3]), float(sys.argv[4])
 new_rate, seconds = float(sys.argv[5]), float(sys.argv[6])
+ramp = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
 stop = False
 def _stop(*_):
     global stop
@@ -112,22 +114,31 @@ A, N = (10 << 24) | (201 << 16), (10 << 24) | (202 << 16)
 act = [pkt(A + i // 1000, 30000 + i % 1000) for i in range(active)]
 addr = (dst, 0)
 send = s.sendto
-sent_a = sent_n = 0
+sent_a = sent_n = pkts_a = 0
+started = active if ramp <= 0 else 0
 start = time.monotonic()
 while not stop:
     el = time.monotonic() - start
     if el >= seconds:
         break
+    if started < active:
+        upto = min(active, int(el * active / ramp) + 1)
+        for i in range(started, upto):
+            send(act[i], addr)
+        pkts_a += upto - started
+        started = upto
     due_a = int(el * active / period) - sent_a
     for k in range(sent_a, sent_a + due_a):
-        send(act[k % active], addr)
+        if k % active < started:
+            send(act[k % active], addr)
+            pkts_a += 1
     sent_a += max(0, due_a)
     due_n = int(el * new_rate) - sent_n
     for j in range(sent_n, sent_n + due_n):
         send(pkt(N + j // 50000, 10000 + j % 50000), addr)
     sent_n += max(0, due_n)
     time.sleep(0.01)
-print(sent_a, sent_n, time.monotonic() - start, flush=True)
+print(pkts_a, sent_n, time.monotonic() - start, flush=True)
 """
 
 # Counting OTLP/gRPC receiver: prints its port, then answers each stdin line with the number
@@ -391,7 +402,8 @@ def measure(args: argparse.Namespace, pods: Pods, workdir: Path, log: Callable[[
         # the sender runs a little past the window, so it is still there to be sampled
         sender = pods.topo.spawn_in(pods.ns_a, [
             sys.executable, "-c", SENDER, pods.ip_b, str(DST_PORT), str(args.active),
-            str(args.active_period), str(args.new_rate), str(total + 2.0)], text=True)
+            str(args.active_period), str(args.new_rate), str(total + 2.0), str(args.ramp)],
+            text=True)
         t_start = time.monotonic()
         time.sleep(args.warmup)
         m0, s0 = agent.scrape(), proc_sample(agent.pid)
@@ -529,6 +541,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--new-rate", type=float, default=2000.0, help="new flows per second")
     p.add_argument("--udp-timeout", type=float, default=UDP_TIMEOUT,
                    help="span.udp_timeout of the agent, seconds: how long a new flow lives")
+    p.add_argument("--ramp", type=float, default=0.0,
+                   help="start the active flows evenly over this many seconds (60: their "
+                        "max_record_interval reports spread out; 0: all at once, the worst "
+                        "case: 10,000 periodic reports every 60 s in two or three polls)")
     p.add_argument("--warmup", type=float, default=15.0)
     p.add_argument("--seconds", type=float, default=45.0, help="measurement window")
     p.add_argument("--exporter", choices=["stdout", "devnull", "otlp"], default="stdout")
@@ -544,7 +560,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--active-period must be within 0..{args.udp_timeout:g} s (--udp-timeout)")
     if not 0 <= args.new_rate <= 20_000:
         p.error("--new-rate must be within 0..20000")
-    if args.seconds <= 0 or args.warmup < 0:
+    if args.seconds <= 0 or args.warmup < 0 or args.ramp < 0:
         p.error("--seconds must be > 0 and --warmup >= 0")
     return args
 
@@ -552,7 +568,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def report(res: Result, log: Callable[[str], None] = print) -> None:
     s = res.settings
     log(f"# {res.machine}")
-    log(f"# {s['active']} active flows (1 datagram / {s['active_period']:g} s each), "
+    log(f"# {s['active']} active flows (1 datagram / {s['active_period']:g} s each, started "
+        f"over {s['ramp']:g} s), "
         f"{s['new_rate']:g} new flows/s, exporter {s['exporter']}, warmup {s['warmup']:g} s, "
         f"measured {s['seconds']:g} s; span.udp_timeout {s['udp_timeout']:g}s, "
         f"flow_stats_capacity {CAPACITY}")

@@ -43,6 +43,7 @@ __all__ = [
     "IperfResult",
     "LinkCounters",
     "cpu_seconds",
+    "flush_capture",
     "format_table",
     "free_port",
     "install_stop_signals",
@@ -251,6 +252,28 @@ class BenchNet:
         self.topo.close()
         if self.topo.leftovers:
             print(f"warning: could not remove {self.topo.leftovers}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------ flushing
+_FLUSH = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[2])):
+    s.sendto(b"flush", (sys.argv[1], 9))
+"""
+
+
+def flush_capture(net: BenchNet, packets: int = 3000) -> None:
+    """Send `packets` small UDP datagrams to the server's discard port (another flow).
+
+    libpcap reads a TPACKET_V3 ring block by block; the block holding the last packets of a
+    test is handed to the reader only once it fills (or a timer retires it), so a peer that
+    is stopped right after the test would miss them. This pushes them through for every
+    observer alike before the counts are read.
+    """
+    net.topo.run_in(net.client_ns, [sys.executable, "-c", _FLUSH, net.server_ip,
+                                    str(packets)], timeout=60)
+    time.sleep(0.5)
 
 
 # ------------------------------------------------------------------------------ iperf3

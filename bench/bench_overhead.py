@@ -13,6 +13,9 @@ the root namespace (two pods on one node). iperf3 runs TCP 1 stream, TCP 8 strea
     mermin     the whole agent (`mermin run`), attached to both host-side veths
     softflowd, fprobe, pmacctd, argus   libpcap peers on the client's host-side veth
 
+After each test, 3,000 small UDP datagrams to another port push the last packets of the test
+through the libpcap peers' capture rings (see `flush_capture`) before any counts are read.
+
 Runs are interleaved (none, datapath, mermin, peers, none, ...) `--repeat` times and the
 median is reported, because the machine is shared and noisy. Columns of the summary:
 
@@ -53,6 +56,7 @@ from bench_common import (
     UDP_OVERHEAD,
     BenchNet,
     cpu_seconds,
+    flush_capture,
     format_table,
     install_stop_signals,
     link_counters,
@@ -130,6 +134,7 @@ def measure(net: BenchNet, observer: str, test: str, seconds: float, workdir: Pa
         seg1 = net.tcp_segments() if tcp else 0
         pids = obs.pids()
         cpu1, rss = cpu_seconds(pids), rss_mb(pids)
+        flush_capture(net)
     # packets on the wire: TCP segments (a GSO super-packet is one skb but many segments),
     # UDP datagrams as the veth counted them
     packets = seg1 - seg0 if tcp else (c1 - c0).packets

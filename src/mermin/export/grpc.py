@@ -6,10 +6,11 @@ serializer); compression (gzip by default) is done by the gRPC core. Failures be
 
 The gRPC core always gzips at zlib's default level 6 (`deflateInit2(Z_DEFAULT_COMPRESSION)` in
 its message_compress.cc; no channel argument changes it: `grpc.default_compression_level`
-only picks an *algorithm*, and a client ignores it), which costs more CPU per span than our
-whole encoding. Nor can a request be handed over already compressed: the core writes the
-message's "compressed" flag itself, and only when it compresses. So `compression_level` does
-not apply here; for cheaper compression use `http_binary` (ISA-L, docs/export.md).
+picks an *algorithm* (none/deflate/gzip), and measured the same CPU at every value), which
+costs more CPU per span than our whole encoding. Nor can a request be handed over already
+compressed: the core writes the message's "compressed" flag itself, and only when it
+compresses. So `compression_level` does not apply here; for cheaper compression use
+`http_binary` (ISA-L, docs/export.md).
 """
 
 from __future__ import annotations
