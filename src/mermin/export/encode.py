@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mermin import __version__
-from mermin.export.columns import ColumnEncoder
+from mermin.export.columns import ColumnEncoder, _flags, _ip_dir
 from mermin.export.wire import (
     CACHE_LIMIT,
     FIXED2,
@@ -63,24 +63,6 @@ __all__ = [
 ]
 
 SCOPE_NAME = "mermin"
-
-def _flags(prefix: str, bits: int) -> bytes:
-    return attr(prefix + "bits", bits) + attr(prefix + "tags", names.tcp_flag_tags(bits))
-
-
-def _ip_dir(prefix: str, dscp: int | None, ecn: int | None, ttl: int | None, label: int | None
-            ) -> bytes:  # fmt: skip
-    out = b""
-    if dscp is not None:
-        out += attr(prefix + "dscp.id", dscp) + attr(prefix + "dscp.name", names.dscp_name(dscp))
-    if ecn is not None:
-        out += attr(prefix + "ecn.id", ecn) + attr(prefix + "ecn.name", names.ecn_name(ecn))
-    if ttl is not None:
-        out += attr(prefix + "ttl", ttl)
-    if label is not None:
-        out += attr(prefix + "flow_label", label)
-    return out
-
 
 def _icmp(prefix: str, v6: bool, itype: int, code: int) -> bytes:
     return (
