@@ -1,7 +1,7 @@
 """Report latency of the live agent: how long after a TCP connection's last packet does its
 final report (flow.end_reason = end_of_flow) leave `mermin run`?
 
-    sudo uv run python bench/bench_agent_latency.py [--connections 300] [--seconds 30]
+    sudo uv run python bench/bench_agent_latency.py [--connections 300] [--seconds 30] [--load]
 
 Target (issue #4): p95 < 2 s with default settings (span.poll_interval 1 s,
 span.tcp_close_linger 0.5 s). The config sets nothing in `span {}`.
@@ -26,6 +26,9 @@ Clocks (all CLOCK_REALTIME of this machine, shared by every namespace):
   flow's last packet converted to wall time by the agent); printed as a cross-check of the
   agent's clock conversion, not as the measurement.
 
+`--load` runs bench_agent_load's traffic meanwhile (10,000 active UDP flows, 2,000 new flows/s;
+the agent then has span.udp_timeout 5s and flow_stats_capacity 65536, TCP settings default).
+
 A connection whose final report arrived only in the agent's shutdown flush (SIGTERM after the
 run), or never, is counted as missing/late and makes the run fail.
 """
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -180,7 +184,7 @@ class AgentRun:
         """Scrape /metrics one last time, SIGTERM (final reports flushed), wait, SIGKILL if
         needed; then wait for the reader to see EOF. Idempotent."""
         if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(Exception):  # the last scrape is best effort
                 self.final_metrics = self.scrape()
             self.stopped_at_ns = time.time_ns()
             with contextlib.suppress(ProcessLookupError):
@@ -194,6 +198,12 @@ class AgentRun:
         if self.reader is not None:
             self.reader.join(timeout=10)
         return self.proc.returncode
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when this script dies, even by SIGKILL."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _read_lines(stream, on_line: Callable[[int, bytes], None]) -> None:
@@ -216,7 +226,8 @@ def start_agent(config_text: str, workdir: Path, metrics_port: int, health_port:
     argv = [*argv_prefix, sys.executable, "-m", "mermin.cli", "run", "--config", str(cfg)]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE if on_line else subprocess.DEVNULL,
-                                stderr=log, cwd=REPO, env=env, start_new_session=True)
+                                stderr=log, cwd=REPO, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
     run = AgentRun(proc, metrics_port, health_port, log_path)
     try:
         if on_line is not None:

@@ -1,7 +1,8 @@
 """Load: the live agent's CPU and memory with 10,000 active flows and 2,000 new flows/s.
 
     sudo uv run python bench/bench_agent_load.py [--active 10000] [--new-rate 2000]
-        [--warmup 15] [--seconds 45] [--exporter stdout|devnull|otlp] [--json FILE]
+        [--active-period 2] [--ramp 0] [--udp-timeout 5] [--warmup 15] [--seconds 45]
+        [--exporter stdout|devnull|otlp] [--profile none|cprofile|tracemalloc] [--json FILE]
 
 Target (issue #4): under 15 % of one core and under 150 MB RSS.
 
@@ -13,7 +14,9 @@ Traffic: one sender process in pod A writes UDP datagrams (36-byte IP packets) t
 through a raw socket (IP_HDRINCL, source addresses that exist nowhere: pod B cannot answer,
 so the flows are one-way and nothing else shows up). Paced in 10 ms ticks:
 - `--active` long-lived flows (10 source addresses x 1,000 ports), each sent one datagram
-  every `--active-period` s (default 2 s, below the 5 s udp_timeout: they stay active);
+  every `--active-period` s (default 2 s, below the 5 s udp_timeout: they stay active), all
+  started at once (their `max_record_interval` reports then fall due together every 60 s: the
+  worst case) or evenly over `--ramp` seconds (60: the steady state of real traffic);
 - `--new-rate` new flows per second (source addresses 10.202.x.x, each (address, port) used
   once), one datagram each, then silent: each ends by idle timeout.
 
@@ -28,13 +31,12 @@ process on 127.0.0.1).
 
 Measured over `--seconds` after `--warmup`: agent CPU (utime + stime of all its threads from
 /proc/PID/stat, delta / wall, % of one core), RSS (VmRSS sampled every second: max and at the
-end; VmHWM), reports/s out, polls, kernel FLOWS entries, and every loss counter the agent
+end; VmHWM), reports/s out, kernel FLOWS entries, and every loss counter the agent
 exposes (kernel map_full, export drops). After the sender stops it waits udp_timeout + 4 s and
 checks that every new flow sent came out as a report (stdout mode).
 
-Profiling a run: `--profile py-spy` (needs `uv add --dev py-spy`) records the agent with
-py-spy for the measurement window and prints the top functions; `--profile cprofile` runs the
-agent under a per-thread cProfile and prints the top functions by cumulative time;
+Profiling a run: `--profile cprofile` runs the agent under a cProfile per thread and prints
+the top functions by cumulative and own time;
 `--profile tracemalloc` runs it with tracemalloc and prints the allocation sites that grew
 during the measurement window (both slow the agent down: their CPU numbers do not count).
 """
@@ -46,7 +48,6 @@ import contextlib
 import json
 import os
 import pstats
-import shutil
 import signal
 import subprocess
 import sys
@@ -75,9 +76,11 @@ __all__ = [
     "ProcSample",
     "agent_losses",
     "main",
+    "measure",
     "metric_sum",
     "parse_args",
     "proc_sample",
+    "rss_points",
 ]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -412,8 +415,6 @@ def measure(args: argparse.Namespace, pods: Pods, workdir: Path, log: Callable[[
         snd0 = proc_sample(sender.pid)
         lines0 = counter.lines if counter else 0
         spans0 = receiver.spans()[0] if receiver else 0
-        spy = _start_py_spy(agent.pid, args.seconds, workdir) if args.profile == "py-spy" \
-            else None
         rss_max, hwm = s0.rss_mb, s0.hwm_mb
         while time.monotonic() < t_start + total:
             time.sleep(1.0)
@@ -449,8 +450,6 @@ def measure(args: argparse.Namespace, pods: Pods, workdir: Path, log: Callable[[
             res.sender = {"active_packets": int(parts[0]), "new_flows": int(parts[1]),
                           "seconds": float(parts[2])}
             res.new_flows_sent = int(parts[1])
-        if spy is not None:
-            res.profile = _finish_py_spy(spy, workdir)
         # every new flow ends by idle timeout: wait for the last ones' reports
         time.sleep(args.udp_timeout + 4.0)
         m2 = agent.scrape()
@@ -468,57 +467,6 @@ def measure(args: argparse.Namespace, pods: Pods, workdir: Path, log: Callable[[
     elif args.profile == "tracemalloc" and prof_out.exists():
         res.profile = prof_out.read_text()
     return res
-
-
-def _start_py_spy(pid: int, seconds: float, workdir: Path) -> subprocess.Popen | None:
-    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(exe).exists():
-        print("py-spy not found (uv add --dev py-spy)", file=sys.stderr)
-        return None
-    return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration",
-                             str(int(seconds)), "--rate", "50", "--format", "raw",
-                             "--threads", "--output", str(workdir / "pyspy.txt"), "--nonblocking"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-
-
-def _finish_py_spy(spy: subprocess.Popen, workdir: Path) -> str:
-    try:
-        spy.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(spy.pid, signal.SIGKILL)
-        spy.wait()
-    path = workdir / "pyspy.txt"
-    if not path.exists():
-        return ""
-    return summarize_collapsed(path.read_text())
-
-
-def summarize_collapsed(text: str, top: int = 25) -> str:
-    """Collapsed stacks ("f1;f2;f3 COUNT" lines) -> the functions with the largest inclusive
-    share of samples (a function counted once per stack), and the largest self share."""
-    incl: dict[str, int] = {}
-    self_: dict[str, int] = {}
-    total = 0
-    for line in text.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        total += n
-        frames = stack.split(";")
-        for f in set(frames):
-            incl[f] = incl.get(f, 0) + n
-        self_[frames[-1]] = self_.get(frames[-1], 0) + n
-    if not total:
-        return ""
-    rows = [f"samples: {total}", "inclusive:"]
-    rows += [f"  {n / total * 100:5.1f} %  {f}" for f, n in
-             sorted(incl.items(), key=lambda kv: -kv[1])[:top]]
-    rows += ["self:"]
-    rows += [f"  {n / total * 100:5.1f} %  {f}" for f, n in
-             sorted(self_.items(), key=lambda kv: -kv[1])[:top]]
-    return "\n".join(rows)
 
 
 def _cprofile_top(path: Path, top: int = 30) -> str:
@@ -549,7 +497,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=45.0, help="measurement window")
     p.add_argument("--exporter", choices=["stdout", "devnull", "otlp"], default="stdout")
     p.add_argument("--profile", default="none",
-                   choices=["none", "py-spy", "cprofile", "tracemalloc"])
+                   choices=["none", "cprofile", "tracemalloc"])
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if not 1 <= args.active <= 50_000:

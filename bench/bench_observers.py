@@ -136,7 +136,7 @@ class Observer:
         out = open(self.workdir / f"{log_name or self.name}.log", "ab")  # noqa: SIM115
         self._logs.append(out)
         kw.setdefault("stdout", out)
-        kw.setdefault("stderr", subprocess.STDOUT)
+        kw.setdefault("stderr", subprocess.STDOUT if kw["stdout"] is out else out)
         proc = subprocess.Popen(argv, start_new_session=True, **kw)
         self.procs.append(proc)
         return proc
@@ -169,6 +169,10 @@ class Observer:
 
     def _stop(self) -> None:
         self._terminate()
+        for p in self.procs:
+            if p.stdout is not None:
+                with contextlib.suppress(Exception):
+                    p.stdout.close()
         for f in self._logs:
             with contextlib.suppress(Exception):
                 f.close()  # type: ignore[attr-defined]
@@ -350,9 +354,7 @@ class AgentObserver(Observer):
             # at the same path and would share its FLOWS map) and vanish with the process.
             argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                     'mount -t bpf bpf /sys/fs/bpf && exec "$@"', "sh", *argv]
-        proc = self._spawn(argv,
-                           stdout=subprocess.PIPE, cwd=REPO, env=env,
-                           stderr=open(self.workdir / "mermin.log", "ab"))  # noqa: SIM115
+        proc = self._spawn(argv, stdout=subprocess.PIPE, cwd=REPO, env=env)  # logs: mermin.log
         self._reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
         self._reader.start()
         self._wait_ready(proc, set(ifaces))

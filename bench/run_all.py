@@ -46,7 +46,7 @@ def plan(quick: bool, markdown: bool) -> dict[str, list[str]]:
     return {
         "overhead": ["--seconds", "5", "--repeat", "3", *md],
         "accuracy": ["--seconds", "5", "--rates", "20k,50k,100k,200k,max", *md],
-        "scale": ["--seconds", "10", "--rates", "500,1000,2000,4000,8000,max", *md],
+        "scale": ["--seconds", "10", "--rates", "500,1000,2000,4000,8000,16000,max", *md],
     }
 
 

@@ -112,14 +112,6 @@ def test_line_counter_keeps_new_flows_whichever_side() -> None:
     assert counter.reasons == {"idle_timeout": 2}
 
 
-def test_collapsed_stack_summary() -> None:
-    text = "main;poll;read_all 30\nmain;poll;assemble 50\nmain;export;dumps 20\n"
-    out = load.summarize_collapsed(text)
-    assert "samples: 100" in out
-    assert " 80.0 %  poll" in out and "100.0 %  main" in out
-    assert " 50.0 %  assemble" in out.split("self:")[1]
-
-
 @pytest.mark.parametrize("argv", [["--active", "0"], ["--active-period", "9"],
                                   ["--new-rate", "-1"], ["--seconds", "0"],
                                   ["--exporter", "kafka"]])
