@@ -222,7 +222,8 @@ def test_grpc_retry_info_decoding_matches_googleapis() -> None:
 
 
 def test_retryable_grpc_codes_follow_the_spec() -> None:
-    from mermin.export.retry import RETRYABLE_GRPC, RETRYABLE_HTTP
+    from mermin.export.grpc import RETRYABLE_GRPC
+    from mermin.export.retry import RETRYABLE_HTTP
 
     assert {c.name for c in RETRYABLE_GRPC} == {
         "CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS",

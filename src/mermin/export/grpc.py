@@ -29,7 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from mermin import __version__
 from mermin.config.export import OtlpConfig
 from mermin.export.base import TransportError
-from mermin.export.retry import RETRYABLE_GRPC, grpc_retry_delay
+from mermin.export.retry import grpc_retry_delay
 from mermin.export.security import (
     auth_headers,
     fetch_server_certificate,
@@ -37,10 +37,22 @@ from mermin.export.security import (
     redact_endpoint,
 )
 
-__all__ = ["EXPORT_METHOD", "GrpcTransport"]
+__all__ = ["EXPORT_METHOD", "RETRYABLE_GRPC", "GrpcTransport"]
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 DEFAULT_PORT = 4317
+
+# RESOURCE_EXHAUSTED is retryable only when the server says when (RetryInfo): see below.
+RETRYABLE_GRPC = frozenset(
+    {
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
 
 class GrpcTransport:

@@ -9,12 +9,9 @@ import time
 from collections.abc import Callable, Iterator
 from email.utils import parsedate_to_datetime
 
-import grpc
-
 from mermin.config.export import RetryConfig
 
 __all__ = [
-    "RETRYABLE_GRPC",
     "RETRYABLE_HTTP",
     "Backoff",
     "grpc_retry_delay",
@@ -22,17 +19,6 @@ __all__ = [
     "proto_fields",
 ]
 
-# RESOURCE_EXHAUSTED is retryable only when the server says when (RetryInfo): see grpc.py.
-RETRYABLE_GRPC = frozenset(
-    {
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
 RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
 
 _RETRY_INFO_URL = "type.googleapis.com/google.rpc.RetryInfo"
