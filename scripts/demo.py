@@ -183,10 +183,10 @@ def main() -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            for proc in reversed(procs):
+            # the agent first: its final reports still see the pods' servers running
+            for proc in procs:
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
-            for proc in reversed(procs):
                 try:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:

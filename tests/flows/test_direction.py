@@ -94,3 +94,38 @@ def test_span_config_defaults_and_durations():
 def test_span_config_rejects_inverted_water_marks():
     with pytest.raises(ValueError, match="map_low_water"):
         SpanConfig(map_high_water=0.5, map_low_water=0.6)
+
+
+def test_a_flow_with_no_local_end_triggers_one_rescan_per_gap():
+    """A pod that started after the last periodic scan: the first batch naming it rescans
+    once, so its flow gets the right locality; further misses wait for the gap."""
+    local = socket.inet_pton(socket.AF_INET, C) + bytes(12)
+    snapshots = [NodeSockets(), NodeSockets(local_addrs=frozenset({local}))]
+    now = [100.0]
+
+    def rescan() -> None:
+        if len(snapshots) > 1:
+            snapshots.pop(0)
+
+    resolver = DirectionResolver(lambda: snapshots[0], refresh=rescan, min_refresh_gap=2.0,
+                                 clock=lambda: now[0])
+    m = SimFlowMap()
+    m.packet(1, C, SV, 40000, 53, proto=17)
+    keys, values = m.read_all()
+    resolver.resolve(keys, values)
+    a_local, b_local = resolver.locality(keys)
+    assert (bool(a_local[0]) or bool(b_local[0])) and resolver.forced_refreshes == 1
+    # a remote-only flow within the gap: no rescan; after the gap: one more
+    other = SimFlowMap()
+    other.packet(1, "192.0.2.1", "192.0.2.2", 1000, 2000, proto=17)
+    okeys, ovalues = other.read_all()
+    now[0] += 1.0
+    resolver.resolve(okeys, ovalues)
+    assert resolver.forced_refreshes == 1
+    now[0] += 1.5
+    resolver.resolve(okeys, ovalues)
+    assert resolver.forced_refreshes == 2
+    # flows with a local end never rescan
+    now[0] += 10
+    resolver.resolve(keys, values)
+    assert resolver.forced_refreshes == 2

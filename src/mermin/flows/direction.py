@@ -16,10 +16,15 @@ Rules, first match wins, per flow:
 
 Span kind: CLIENT when the initiator's address is local to the node, SERVER when only the
 responder's is, INTERNAL otherwise.
+
+The node snapshot (listening sockets, local addresses) is refreshed periodically. A batch with
+a new flow of which neither end is local usually means a pod started since the last scan: the
+resolver then rescans once before deciding, at most once per `min_refresh_gap` seconds.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -42,11 +47,41 @@ def _side_of(mask_a: np.ndarray, mask_b: np.ndarray) -> tuple[np.ndarray, np.nda
 class DirectionResolver:
     """Resolves initiator side and locality for a batch of flows seen for the first time."""
 
-    def __init__(self, sockets: Callable[[], NodeSockets] | None = None) -> None:
+    def __init__(
+        self,
+        sockets: Callable[[], NodeSockets] | None = None,
+        *,
+        refresh: Callable[[], object] | None = None,
+        min_refresh_gap: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`sockets` returns the current snapshot; `refresh` rescans the node now (after
+        which `sockets` returns the new snapshot)."""
         self._sockets = sockets
+        self._refresh = refresh
+        self._gap = min_refresh_gap
+        self._clock = clock
+        self._last_refresh = -float("inf")
+        self.forced_refreshes = 0
+
+    def _freshen(self, keys: np.ndarray) -> None:
+        """Rescan now if a new flow has no local end in the snapshot (rate-limited)."""
+        if self._refresh is None or self._sockets is None or len(keys) == 0:
+            return
+        now = self._clock()
+        if now - self._last_refresh < self._gap:
+            return
+        local = self._sockets().local_addrs
+        pairs = zip(_rows(keys["addr_a"]), _rows(keys["addr_b"]), strict=True)
+        if all(aa in local or ab in local for aa, ab in pairs):
+            return
+        self._last_refresh = now
+        self.forced_refreshes += 1
+        self._refresh()
 
     def resolve(self, keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(src_is_b, determined) boolean arrays for the flows of the batch."""
+        self._freshen(keys)
         n = len(keys)
         src_is_b = values["first_side"].astype(bool)  # rule 5 unless something better
         determined = np.zeros(n, dtype=bool)

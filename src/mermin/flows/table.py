@@ -121,7 +121,7 @@ class FlowTable:
             self._watcher = NodeSocketWatcher()
             self._watcher.start()
             watcher = self._watcher
-            direction = DirectionResolver(lambda: watcher.current)
+            direction = DirectionResolver(lambda: watcher.current, refresh=watcher.refresh)
         self._map = flow_map
         self._cfg = span_config or SpanConfig()
         self._clock = clock or BootClock()
