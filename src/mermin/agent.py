@@ -166,7 +166,8 @@ class Agent:
 
         for method in ("tcx", "tc"):
             metrics.EBPF_METHOD.labels(attachment=method).set(int(self.attacher.method == method))
-        metrics.EBPF_BPF_FS_WRITABLE.set(int(self.datapath.settings.pin))
+        bpffs = "/sys/fs/bpf"
+        metrics.EBPF_BPF_FS_WRITABLE.set(int(os.path.ismount(bpffs) and os.access(bpffs, os.W_OK)))
 
     def shutdown(self) -> int:
         """Final reports for every active flow, flush exporters, detach, exit 0 within
