@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+uv() { if type -P uv >/dev/null; then command uv "$@"; else python3 -m uv "$@"; fi; }
 exec uv run --frozen python scripts/demo.py "$@"

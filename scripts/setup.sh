@@ -20,10 +20,13 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! command -v uv >/dev/null 2>&1; then
+if ! command -v uv >/dev/null 2>&1 && ! python3 -m uv --version >/dev/null 2>&1; then
     echo "setup: installing uv" >&2
-    python3 -m pip install -q uv
+    python3 -m pip install -q uv 2>/dev/null || python3 -m pip install -q --break-system-packages uv
+    command -v pyenv >/dev/null 2>&1 && pyenv rehash  # a pyenv Python needs a shim for `uv`
 fi
+# `python3 -m uv` works wherever pip put uv, even when its bin folder is not on PATH
+uv() { if type -P uv >/dev/null; then command uv "$@"; else python3 -m uv "$@"; fi; }
 
 uv sync --quiet --frozen 2>/dev/null || uv sync --quiet
 make -s bpf

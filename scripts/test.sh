@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+uv() { if type -P uv >/dev/null; then command uv "$@"; else python3 -m uv "$@"; fi; }
 uv run --frozen ruff check .
 uv run --frozen pytest -q -p no:cacheprovider "$@"
