@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
-__all__ = ["Duration", "StrictModel", "format_duration", "parse_duration"]
+__all__ = ["Duration", "StrictModel", "format_duration", "normalized_choice", "parse_duration"]
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
           "d": 86400.0}  # fmt: skip
@@ -18,6 +19,19 @@ class StrictModel(BaseModel):
     """Base of every config block: unknown keys are errors, values are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def normalized_choice(aliases: Mapping[str, str]) -> Callable[[Any], Any]:
+    """A before-validator for string choices: trims, lowercases and maps aliases (the original's
+    spellings) to the canonical value; anything else passes through to be validated."""
+
+    def normalize(value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return aliases.get(value, value)
+        return value
+
+    return normalize
 
 
 def parse_duration(value: Any) -> float:

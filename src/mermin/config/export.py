@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from mermin.config.base import Duration, StrictModel
+from mermin.config.base import Duration, StrictModel, normalized_choice
 
 __all__ = [
     "AuthConfig",
@@ -28,14 +28,9 @@ __all__ = [
 _FORMAT_ALIASES = {"text_indent": "text", "full": "text", "pretty": "text", "jsonl": "json"}
 
 
-def _stdout_format(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip().lower()
-        return _FORMAT_ALIASES.get(value, value)
-    return value
-
-
-StdoutFormat = Annotated[Literal["text", "json"], BeforeValidator(_stdout_format)]
+StdoutFormat = Annotated[
+    Literal["text", "json"], BeforeValidator(normalized_choice(_FORMAT_ALIASES))
+]
 
 
 class StdoutConfig(StrictModel):

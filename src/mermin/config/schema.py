@@ -13,11 +13,11 @@ HCL labelled blocks are nested keys: `discovery "instrument" {}` is `discovery.i
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from mermin.config.base import Duration, StrictModel
+from mermin.config.base import Duration, StrictModel, normalized_choice
 from mermin.config.discovery import InstrumentConfig
 from mermin.config.export import ExportConfig
 from mermin.config.filter import FilterConfig
@@ -39,15 +39,10 @@ __all__ = [
 
 _LEVEL_ALIASES = {"warning": "warn", "err": "error", "critical": "error", "fatal": "error"}
 
-
-def _level(value: Any) -> Any:
-    if isinstance(value, str):
-        value = value.strip().lower()
-        return _LEVEL_ALIASES.get(value, value)
-    return value
-
-
-LogLevel = Annotated[Literal["trace", "debug", "info", "warn", "error"], BeforeValidator(_level)]
+LogLevel = Annotated[
+    Literal["trace", "debug", "info", "warn", "error"],
+    BeforeValidator(normalized_choice(_LEVEL_ALIASES)),
+]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Capacity = Annotated[int, Field(gt=0)]
 
