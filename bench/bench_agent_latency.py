@@ -41,7 +41,6 @@ import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,12 +51,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-for _p in (str(REPO), str(REPO / "src")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.helpers.netns import Topology, wait_for_port  # noqa: E402
+from tests.helpers.netns import Topology, wait_for_port
+
+from bench_common import REPO, free_port, machine_line
+from bench_observers import parse_prometheus
 
 __all__ = [
     "AgentRun",
@@ -110,13 +109,6 @@ internal "server" {{
 """
 
 STDOUT_EXPORT = '  stdout = {\n    format = "json"\n  }'
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def agent_config(interfaces: Sequence[str], metrics_port: int, health_port: int, *,
@@ -240,18 +232,6 @@ def start_agent(config_text: str, workdir: Path, metrics_port: int, health_port:
         run.stop()
         if proc.stdout is not None:
             proc.stdout.close()
-
-
-def parse_prometheus(text: str) -> dict[str, float]:
-    """Prometheus text exposition -> {'name{labels}': value} (comments skipped)."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        with contextlib.suppress(ValueError):
-            out[name] = float(value)
-    return out
 
 
 # ------------------------------------------------------------------------------ topology
@@ -438,18 +418,6 @@ def _fmt(s: dict[str, float | None]) -> str:
         return "-" if x is None else f"{x:7.3f}"
     return (f"n={s['n']:<4} p50 {f(s['p50'])} s  p95 {f(s['p95'])} s  "
             f"p99 {f(s['p99'])} s  max {f(s['max'])} s")
-
-
-def machine_line() -> str:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    load = os.getloadavg()
-    return (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; kernel {os.uname().release};"
-            f" {os.cpu_count()} x {model}; load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 # ------------------------------------------------------------------------------ main
