@@ -74,6 +74,24 @@ static uint64_t pow10u(unsigned n)
 }
 
 /* Classic pcap: 16-byte record header then caplen bytes. */
+/*
+ * A record (pcap, 16-byte header) or block (pcapng, 12 bytes) header cut short by the end of
+ * the file becomes one truncated entry; returns the new entry count and consumes the rest.
+ */
+static uint64_t mark_cut_header(struct mr_pkt *out, uint64_t n, uint64_t max, uint64_t *p,
+				uint64_t len, uint64_t header)
+{
+	if (n < max && *p < len && len - *p < header) {
+		struct mr_pkt *k = &out[n++];
+
+		memset(k, 0, sizeof(*k));
+		k->offset = *p;
+		k->flags = MR_F_TRUNCATED;
+		*p = len;
+	}
+	return n;
+}
+
 static long index_pcap(struct mr_reader *r, const uint8_t *buf, uint64_t len, uint64_t *pos,
 		       struct mr_pkt *out, uint64_t max)
 {
@@ -98,15 +116,7 @@ static long index_pcap(struct mr_reader *r, const uint8_t *buf, uint64_t len, ui
 		k->caplen = caplen;
 		p += 16 + (uint64_t)caplen;
 	}
-	if (n < max && p < len && len - p < 16) {
-		/* a record header cut short by the end of the file */
-		struct mr_pkt *k = &out[n++];
-
-		memset(k, 0, sizeof(*k));
-		k->offset = p;
-		k->flags = MR_F_TRUNCATED;
-		p = len;
-	}
+	n = mark_cut_header(out, n, max, &p, len, 16);
 	*pos = p;
 	return (long)n;
 }
@@ -225,14 +235,7 @@ static long index_pcapng(struct mr_reader *r, const uint8_t *buf, uint64_t len, 
 		}
 		p += blen;
 	}
-	if (n < max && p < len && len - p < 12) {
-		struct mr_pkt *k = &out[n++];
-
-		memset(k, 0, sizeof(*k));
-		k->offset = p;
-		k->flags = MR_F_TRUNCATED;
-		p = len;
-	}
+	n = mark_cut_header(out, n, max, &p, len, 12);
 	*pos = p;
 	return (long)n;
 }
